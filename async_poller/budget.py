@@ -1,0 +1,145 @@
+"""The shared request budget: at most N requests in any sliding window, best-priority first.
+
+A sliding-window log rather than a token bucket (aiolimiter's leaky bucket lets up to twice
+the limit through in one window after an idle spell). A request occupies the window from
+the moment it is granted until it *ends* plus one period: the server saw it somewhere in
+between, so whatever the latency, no server-side window can hold more than the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from .clock import Clock
+from .config import Rate
+
+__all__ = ["FIRST", "RateBudget"]
+
+FIRST = -math.inf
+"""The priority that goes before every other (token refreshes)."""
+
+
+class RateBudget:
+    """Grants request slots within `rate`, lowest priority value first, ties in arrival order.
+
+    `throttle()` pauses every grant and halves the limit; the limit then grows back by a
+    tenth of `rate.limit` per quiet period, never above it.
+    """
+
+    def __init__(self, rate: Rate, clock: Clock) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._limit = rate.limit
+        self._last_adjust = clock.now()
+        self._ended: deque[float] = deque()
+        self._in_flight = 0
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._paused_until = -math.inf
+        self._wakeup: asyncio.Task[None] | None = None
+        self._wakeup_at = math.inf
+
+    @property
+    def rate(self) -> Rate:
+        """The budget now in force (lower than configured after throttling)."""
+        self._recover(self._clock.now())
+        return Rate(self._limit, self._rate.period)
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting for a slot."""
+        return sum(not future.done() for _, _, future in self._waiters)
+
+    @asynccontextmanager
+    async def slot(self, priority: float = 0.0) -> AsyncIterator[None]:
+        """Hold one request slot for the duration of the block."""
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._ended.append(self._clock.now())
+            self._dispatch()
+
+    def throttle(self, pause: float) -> Rate:
+        """The server asked to slow down: pause all grants for `pause` seconds, halve the rate."""
+        now = self._clock.now()
+        self._paused_until = max(self._paused_until, now + pause)
+        self._limit = max(1, self._limit // 2)
+        self._last_adjust = now
+        self._dispatch()
+        return Rate(self._limit, self._rate.period)
+
+    async def _acquire(self, priority: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        self._dispatch()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # Granted, then cancelled before use: the slot was never spent.
+                self._in_flight -= 1
+                self._dispatch()
+            raise
+
+    def _dispatch(self) -> None:
+        now = self._clock.now()
+        self._recover(now)
+        while self._ended and self._ended[0] + self._rate.period <= now:
+            self._ended.popleft()
+        while self._waiters:
+            future = self._waiters[0][2]
+            if future.done():
+                heapq.heappop(self._waiters)
+            elif now < self._paused_until:
+                self._wake_at(self._paused_until)
+                return
+            elif len(self._ended) + self._in_flight >= self._limit:
+                if self._ended:
+                    self._wake_at(self._ended[0] + self._rate.period)
+                return  # otherwise the end of an in-flight request dispatches again
+            else:
+                heapq.heappop(self._waiters)
+                self._in_flight += 1
+                future.set_result(None)
+
+    def _recover(self, now: float) -> None:
+        if self._limit >= self._rate.limit:
+            return
+        periods = int((now - self._last_adjust) // self._rate.period)
+        if periods > 0:
+            step = max(1, math.ceil(self._rate.limit / 10))
+            self._limit = min(self._rate.limit, self._limit + periods * step)
+            self._last_adjust += periods * self._rate.period
+
+    def _wake_at(self, when: float) -> None:
+        if self._wakeup is not None and not self._wakeup.done() and self._wakeup_at <= when:
+            return
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_at = when
+        self._wakeup = asyncio.get_running_loop().create_task(self._sleep_then_dispatch(when))
+
+    async def _sleep_then_dispatch(self, when: float) -> None:
+        await self._clock.sleep(when - self._clock.now())
+        self._wakeup, self._wakeup_at = None, math.inf
+        self._dispatch()
+
+    async def aclose(self) -> None:
+        """Stop the internal timer (call when the run ends)."""
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            await asyncio.gather(self._wakeup, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"RateBudget(rate={self.rate}, in_window={len(self._ended)}, "
+            f"in_flight={self._in_flight}, waiting={self.waiting})"
+        )

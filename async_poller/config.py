@@ -1,0 +1,195 @@
+"""Settings: a frozen `Config`, and the parsing of durations and rates shared by CLI and library.
+
+Importing this module is cheap (no aiohttp), so `--help` and `--version` stay fast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .redact import Secret
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Config",
+    "Credentials",
+    "Rate",
+    "format_duration",
+    "parse_duration",
+    "parse_rate",
+]
+
+DEFAULT_BASE_URL: Final = "https://app.lucidity.cloud"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_BARE_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"(\d+)\s*/\s*([a-z]+)")
+_RATE_UNITS: Final = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+}
+_RATE_UNIT_NAMES: Final = {1.0: "s", 60.0: "min", 3600.0: "h"}
+
+
+def parse_duration(text: str) -> float:
+    """Parse `500ms`, `10s`, `0.5s`, `2m`, `1h`, `1h30m` or bare seconds (`12.5`) into seconds."""
+    value = text.strip().lower()
+    if _BARE_SECONDS.fullmatch(value):
+        return float(value)
+    parts = _DURATION_PART.findall(value)
+    if not value or "".join(number + unit for number, unit in parts) != value:
+        raise ConfigError(
+            f"invalid duration {text!r}\n"
+            "HINT: use a number with a unit (500ms, 10s, 2m, 1h30m) or bare seconds (12.5)"
+        )
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest readable form of a duration: `45s`, `2m`, `1h30m`, `0.25s`."""
+    if seconds < 60 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `limit` requests in any sliding window of `period` seconds."""
+
+    limit: int
+    period: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or not (self.period > 0 and math.isfinite(self.period)):
+            raise ConfigError(f"invalid rate {self.limit}/{self.period}s: both must be positive")
+
+    @property
+    def per_second(self) -> float:
+        return self.limit / self.period
+
+    def __str__(self) -> str:
+        unit = _RATE_UNIT_NAMES.get(self.period)
+        return f"{self.limit}/{unit}" if unit else f"{self.limit}/{self.period:g}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse `N/UNIT` with UNIT `s`, `min` or `h` (e.g. `45/min`)."""
+    match = _RATE.fullmatch(text.strip().lower())
+    if not match or match.group(2) not in _RATE_UNITS or int(match.group(1)) < 1:
+        raise ConfigError(
+            f"invalid rate {text!r}\nHINT: write N/UNIT, N >= 1, UNIT s, min or h (e.g. 45/min)"
+        )
+    return Rate(int(match.group(1)), _RATE_UNITS[match.group(2)])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """Exactly one way to obtain access tokens (API.md, Authentication)."""
+
+    refresh_token: Secret | None = None
+    access_token: Secret | None = None
+    token_command: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [self.refresh_token, self.access_token, self.token_command]
+        if sum(x is not None for x in given) != 1:
+            raise ConfigError(
+                "give exactly one of: a refresh token, an access token, a token command\n"
+                "HINT: set LUCIDITY_REFRESH_TOKEN, or use --refresh-token-file PATH, "
+                "LUCIDITY_ACCESS_TOKEN or --token-command CMD"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything a run needs besides the job ids. Durations are in seconds."""
+
+    credentials: Credentials
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = 8
+    rate: Rate = field(default_factory=lambda: Rate(45, 60.0))
+    min_delay: float = 10.0
+    max_delay: float = 120.0
+    deadline: float = 3600.0
+    request_timeout: float = 10.0
+    once: bool = False
+    allow_insecure_http: bool = False
+    ca_bundle: str | None = None
+    unknown_delay: float = 5.0
+    """How soon an UNKNOWN answer is checked again."""
+    max_unknown: int = 6
+    """Consecutive UNKNOWN answers before the job ends `UNKNOWN`."""
+    max_not_found: int = 3
+    """Consecutive 404 answers before the job ends `NOT_FOUND`."""
+    max_bad_responses: int = 5
+    """Consecutive malformed answers before the job ends `ERROR`."""
+    seed: int | None = None
+    """Seed for the jitter, for reproducible runs; None draws a fresh one."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "base_url", check_base_url(self.base_url, self.allow_insecure_http)
+        )
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        for name in ("min_delay", "unknown_delay"):
+            _check_duration(name, getattr(self, name), allow_zero=True)
+        for name in ("max_delay", "deadline", "request_timeout"):
+            _check_duration(name, getattr(self, name), allow_zero=False)
+        if self.min_delay > self.max_delay:
+            raise ConfigError(
+                f"--min-delay ({format_duration(self.min_delay)}) is above --max-delay "
+                f"({format_duration(self.max_delay)})\nHINT: raise --max-delay or lower --min-delay"
+            )
+        for name in ("max_unknown", "max_not_found", "max_bad_responses"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+
+def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
+    flag = "--" + name.replace("_", "-")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{flag} must be a positive duration, got {value!r}")
+
+
+def check_base_url(url: str, allow_insecure_http: bool) -> str:
+    """Validate the API base URL and return it without a trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(
+            f"invalid base URL {url!r}\nHINT: give the API host, e.g. {DEFAULT_BASE_URL}"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(
+            f"the base URL must not carry credentials, a query or a fragment: {url!r}"
+        )
+    if parts.scheme == "http" and not (allow_insecure_http or is_loopback(parts.hostname)):
+        raise ConfigError(
+            f"refusing plain http to {parts.hostname}: tokens would travel unencrypted\n"
+            "HINT: use https://, or pass --allow-insecure-http if you really mean it"
+        )
+    return url.strip().rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

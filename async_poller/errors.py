@@ -1,0 +1,34 @@
+"""The exception tree. Every error the library raises on purpose derives from `PollerError`.
+
+    PollerError
+    ├── ConfigError        bad settings or arguments (exit 2)
+    ├── InputError         job-id input that cannot be used (exit 2)
+    ├── AuthError          credentials rejected or unobtainable (exit 4)
+    └── FatalResponseError the API answered in a way that makes polling pointless (exit 3)
+
+Messages are written for the person running the tool and never contain a token.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AuthError", "ConfigError", "FatalResponseError", "InputError", "PollerError"]
+
+
+class PollerError(Exception):
+    """Base class of every error async-poller raises on purpose."""
+
+
+class ConfigError(PollerError):
+    """A setting or argument is invalid; the message says which and how to fix it."""
+
+
+class InputError(PollerError):
+    """The job-id input cannot be used (unreadable, too large, or no valid id)."""
+
+
+class AuthError(PollerError):
+    """Authentication or authorization failed for the whole run."""
+
+
+class FatalResponseError(PollerError):
+    """The API answered in a way no job can recover from (for example a redirect)."""

@@ -1,0 +1,171 @@
+"""The events written to stdout, one JSON object per line (DESIGN.md, Events).
+
+Each event is a small frozen dataclass; `encode` turns one into a line with one `orjson.dumps`
+call. `event_schema()` returns the JSON Schema shipped in the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import IO, Any, ClassVar, Final
+
+import orjson
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Event",
+    "InvalidInput",
+    "JsonLinesSink",
+    "PollError",
+    "Result",
+    "Start",
+    "Summary",
+    "Throttled",
+    "Transition",
+    "encode",
+    "event_id",
+    "event_schema",
+]
+
+SCHEMA_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Start:
+    """Once, first: what this run is about to do."""
+
+    name: ClassVar[str] = "start"
+    ts: str
+    jobs: int
+    invalid: int
+    duplicates: int
+    base_url: str
+    concurrency: int
+    rate: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """A job's observed status changed (`from_` is None at the first observation)."""
+
+    name: ClassVar[str] = "transition"
+    ts: str
+    job_id: int
+    from_: str | None
+    to: str
+    polls: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """Once per job, when it is final."""
+
+    name: ClassVar[str] = "result"
+    ts: str
+    job_id: int
+    status: str
+    last_status: str | None
+    polls: int
+    elapsed_s: float
+    event_id: str
+    reason: str | None = None
+    details: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidInput:
+    """A bad input line, skipped because of `--skip-invalid`."""
+
+    name: ClassVar[str] = "invalid_input"
+    ts: str
+    source: str
+    line: int
+    preview: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollError:
+    """A request failed and will be retried."""
+
+    name: ClassVar[str] = "poll_error"
+    ts: str
+    job_id: int
+    kind: str
+    http_status: int | None
+    attempt: int
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Throttled:
+    """The API said to slow down (429, or 503 with Retry-After)."""
+
+    name: ClassVar[str] = "throttled"
+    ts: str
+    retry_after_s: float
+    rate: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """Once, last: how the run ended."""
+
+    name: ClassVar[str] = "summary"
+    ts: str
+    total: int
+    counts: dict[str, int]
+    requests: int
+    retries: int
+    throttled: int
+    duration_s: float
+    exit_code: int
+
+
+Event = Start | Transition | Result | InvalidInput | PollError | Throttled | Summary
+
+# Fields left out of the line when they are None; every other field is always present.
+_OMIT_WHEN_NONE: Final = frozenset({"reason", "details", "message"})
+
+
+def _record(event: Event) -> dict[str, Any]:
+    record: dict[str, Any] = {"v": SCHEMA_VERSION, "event": event.name}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if value is None and f.name in _OMIT_WHEN_NONE:
+            continue
+        record[f.name.rstrip("_")] = value
+    return record
+
+
+def encode(event: Event) -> bytes:
+    """One event as one JSON line, newline included."""
+    return orjson.dumps(_record(event), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def event_id(job_id: int, status: str) -> str:
+    """A stable identifier for "job `job_id` ended `status`", the same in every run."""
+    return hashlib.blake2b(f"{job_id}:{status}".encode(), digest_size=8).hexdigest()
+
+
+def event_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that every emitted line satisfies."""
+    text = resources.files(__package__).joinpath("event_schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+class JsonLinesSink:
+    """Writes events to a binary stream, one line each, flushed at once."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def write(self, event: Event) -> None:
+        self._stream.write(encode(event))
+        self._stream.flush()

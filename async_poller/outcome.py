@@ -1,0 +1,60 @@
+"""Job statuses and the exit codes they add up to: the one place outcomes become numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from typing import Final
+
+__all__ = [
+    "ACTIVE",
+    "LIFECYCLE",
+    "TERMINAL",
+    "ExitCode",
+    "FinalStatus",
+    "exit_code_for",
+]
+
+ACTIVE: Final = frozenset({"QUEUED", "PREPARING", "PROCESSING"})
+"""Statuses of a job still under way."""
+TERMINAL: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+"""Statuses the API reports for a finished job."""
+LIFECYCLE: Final = ACTIVE | TERMINAL | {"UNKNOWN"}
+"""Every status word the API uses (UNKNOWN means "ask again soon")."""
+
+
+class FinalStatus(StrEnum):
+    """How a job ended, as `result.status` reports it."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    NOT_FOUND = "NOT_FOUND"
+    UNKNOWN = "UNKNOWN"
+    ERROR = "ERROR"
+
+
+class ExitCode(IntEnum):
+    """The process exit codes of DESIGN.md."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INCOMPLETE = 3
+    AUTH = 4
+    LOCKED = 5
+    SIGINT = 130
+    SIGTERM = 143
+
+
+def exit_code_for(counts: Mapping[str, int]) -> ExitCode:
+    """The exit code of a run that was not aborted, from its counts by final status.
+
+    `counts` may include `pending` (jobs without a result). Precedence: 3, then 1, then 0.
+    """
+    if any(n for status, n in counts.items() if status not in ("COMPLETED", "FAILED", "CANCELLED")):
+        return ExitCode.INCOMPLETE
+    if counts.get("FAILED", 0) or counts.get("CANCELLED", 0):
+        return ExitCode.FAILED
+    return ExitCode.OK

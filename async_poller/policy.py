@@ -1,0 +1,63 @@
+"""When to poll a job next: jittered exponential delays built on `backoff`'s wait generators.
+
+`backoff` supplies the exponential sequence; the waiting itself goes through the injected
+clock (its decorators would read the wall clock and sleep on their own).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import backoff
+
+__all__ = ["DelayPolicy"]
+
+_SMALLEST_STEP = 0.001  # backoff.expo with factor 0 would never grow
+
+
+@dataclass(frozen=True, slots=True)
+class DelayPolicy:
+    """Delays between polls of one job, always within [min_delay, max_delay].
+
+    Delays grow by `base` from `min_delay` to `max_delay`, each multiplied by a random factor
+    in [1 - jitter, 1 + jitter] and then clamped, so jobs started together drift apart.
+    """
+
+    min_delay: float
+    max_delay: float
+    rng: random.Random
+    jitter: float = 0.2
+    base: float = 2.0
+
+    def poll_delays(self) -> Iterator[float]:
+        """Delays between successive polls while a job's status stays the same."""
+        for raw in _expo(self.base, self.min_delay, self.max_delay):
+            yield self._clamp(raw * self.rng.uniform(1 - self.jitter, 1 + self.jitter))
+
+    def retry_delays(self, first: float = 2.0) -> Iterator[float]:
+        """Delays after failed requests: "equal jitter" from `first`, capped at `max_delay`.
+
+        Not clamped to `min_delay`: a failed request says nothing about the job, so the
+        retry may come sooner than the next regular poll would.
+        """
+        for raw in _expo(self.base, min(first, self.max_delay), self.max_delay):
+            yield raw / 2 + self.rng.uniform(0, raw / 2)
+
+    def first_delay(self, spread: float) -> float:
+        """When to poll a job first: uniformly within `spread` seconds of the start."""
+        return self.rng.uniform(0, max(0.0, spread))
+
+    def unknown_delay(self, delay: float) -> float:
+        """When to re-check after an UNKNOWN answer: about `delay`, jittered, within bounds."""
+        return min(self.max_delay, delay * self.rng.uniform(1 - self.jitter, 1 + self.jitter))
+
+    def _clamp(self, delay: float) -> float:
+        return min(self.max_delay, max(self.min_delay, delay))
+
+
+def _expo(base: float, first: float, cap: float) -> Iterator[float]:
+    generator = backoff.expo(base=base, factor=max(first, _SMALLEST_STEP), max_value=cap)
+    next(generator)  # backoff's generators are primed with one bare `yield`
+    return generator

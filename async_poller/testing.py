@@ -1,0 +1,101 @@
+"""Helpers for testing code that uses async-poller, public like `structlog.testing`.
+
+`VirtualClock` is a `Clock` whose time jumps ahead whenever every task is waiting on it, so
+an hour of polling runs in milliseconds and deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from types import TracebackType
+
+__all__ = ["VirtualClock"]
+
+
+class VirtualClock:
+    """A `Clock` that auto-advances to the next timer once the event loop has nothing to run.
+
+    Only for code whose tasks wait on this clock or on each other, not on real I/O: a task
+    blocked on a socket looks idle, and time would jump past it.
+    """
+
+    def __init__(self, start: float = 0.0, wall_start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._wall_offset = wall_start - start
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = itertools.count()
+        self._driver: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return self._wall_offset + self._now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.call_later(max(0.0, seconds), wake)
+        await future
+
+    def timeout(self, seconds: float) -> _VirtualTimeout:
+        return _VirtualTimeout(self, seconds)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run `callback` once the clock reaches now + `delay`."""
+        heapq.heappush(self._timers, (self._now + delay, next(self._sequence), callback))
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.get_running_loop().create_task(self._drive())
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._timers:
+            await asyncio.sleep(0)
+            # `_ready` holds the callbacks runnable now; only when it is empty is every task
+            # blocked, and only then may time jump. CPython has kept this attribute since 3.4.
+            if getattr(loop, "_ready", ()):
+                continue
+            when, _, callback = heapq.heappop(self._timers)
+            self._now = max(self._now, when)
+            callback()
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(now={self._now:.3f}, timers={len(self._timers)})"
+
+
+class _VirtualTimeout:
+    """`asyncio.timeout`, but measured on a `VirtualClock`."""
+
+    def __init__(self, clock: VirtualClock, seconds: float) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._task: asyncio.Task[object] | None = None
+        self._expired = False
+        self._exited = False
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._clock.call_later(max(0.0, self._seconds), self._expire)
+
+    def _expire(self) -> None:
+        if not self._exited and self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exited = True
+        cancelled_by_us = self._expired and exc_type is asyncio.CancelledError
+        if cancelled_by_us and self._task is not None and self._task.uncancel() == 0:
+            raise TimeoutError from exc

@@ -1,0 +1,161 @@
+"""Sending one HTTP request within the shared limits, and nothing else.
+
+Every request, token refreshes included, takes a slot from the shared `RateBudget`, then a
+place under the concurrency limit, runs under a clock-measured timeout, never follows a
+redirect, and reads at most `body_limit` bytes. Throttling answers pause the budget here, so
+every caller benefits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any, Final
+
+import aiohttp
+import structlog
+
+from .budget import RateBudget
+from .clock import Clock
+from .config import Rate
+from .redact import redact
+from .responses import parse_retry_after
+
+__all__ = ["BODY_LIMIT", "RawResponse", "Transport", "TransportError", "open_session"]
+
+BODY_LIMIT: Final = 64 * 1024
+DEFAULT_THROTTLE_PAUSE: Final = 5.0
+"""How long everyone waits after a 429 without a usable Retry-After."""
+MAX_THROTTLE_PAUSE: Final = 600.0
+"""A longer Retry-After is clamped to this (and reported) rather than stalling the run."""
+
+_log = structlog.get_logger("async_poller")
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class TransportError(Exception):
+    """A request got no usable HTTP answer; `kind` is timeout, connection or bad_response."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+ThrottleListener = Callable[[float, Rate], None]
+
+
+class Transport:
+    """Sends requests to one API origin under the shared budget and concurrency limit."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        budget: RateBudget,
+        concurrency: int,
+        clock: Clock,
+        timeout: float,
+        on_throttle: ThrottleListener,
+        body_limit: int = BODY_LIMIT,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._budget = budget
+        self._in_flight = asyncio.Semaphore(concurrency)
+        self._clock = clock
+        self._timeout = timeout
+        self._on_throttle = on_throttle
+        self._body_limit = body_limit
+        self.requests = 0
+        """Requests sent so far (every one, whatever its outcome)."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        priority: float,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> RawResponse:
+        """Send one request; raise `TransportError` when no usable answer arrives."""
+        async with self._budget.slot(priority), self._in_flight:
+            self.requests += 1
+            response = await self._send(method, path, headers, params, json)
+        self._note_throttling(response)
+        return response
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        json: Any,
+    ) -> RawResponse:
+        try:
+            async with (
+                self._clock.timeout(self._timeout),
+                self._session.request(
+                    method,
+                    self._base_url + path,
+                    headers=headers,
+                    params=params,
+                    json=json,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                body = await self._read_body(response)
+                return RawResponse(response.status, response.headers, body)
+        except TimeoutError:
+            raise TransportError("timeout", "no answer within the request timeout") from None
+        except aiohttp.ClientSSLError as error:
+            raise TransportError("tls", redact(f"TLS failure: {error}")) from None
+        except (aiohttp.ClientError, OSError) as error:
+            message = redact(f"{type(error).__name__}: {error}".rstrip(": "))
+            raise TransportError("connection", message) from None
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await response.content.read(self._body_limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._body_limit:
+                raise TransportError("bad_response", f"body over {self._body_limit} bytes")
+        return b"".join(chunks)
+
+    def _note_throttling(self, response: RawResponse) -> None:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock.wall())
+        if response.status != 429 and not (response.status == 503 and retry_after is not None):
+            return
+        pause = DEFAULT_THROTTLE_PAUSE if retry_after is None else retry_after
+        if pause > MAX_THROTTLE_PAUSE:
+            _log.warning("retry_after_clamped", retry_after_s=pause, used_s=MAX_THROTTLE_PAUSE)
+            pause = MAX_THROTTLE_PAUSE
+        rate = self._budget.throttle(pause)
+        self._on_throttle(pause, rate)
+
+
+def open_session(concurrency: int, ca_bundle: str | None) -> aiohttp.ClientSession:
+    """A client session with TLS verification on (plus `ca_bundle`, if given)."""
+    context = ssl.create_default_context(cafile=ca_bundle)
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": f"async-poller/{version('async-poller')}"},
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )

@@ -1,0 +1,273 @@
+"""The scheduler in virtual time, against an in-memory API: outcomes, pacing and limits."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from async_poller.budget import RateBudget
+from async_poller.clock import Clock
+from async_poller.config import Config, Credentials, Rate
+from async_poller.errors import AuthError
+from async_poller.events import Event, PollError, Result, Start, Summary, Transition
+from async_poller.ids import JobIds
+from async_poller.redact import Secret
+from async_poller.responses import Answer, JobState, NotFound, RetryLater
+from async_poller.scheduler import stream_events
+from async_poller.testing import VirtualClock
+from async_poller.transport import ThrottleListener
+
+Timeline = list[tuple[float, str]]
+"""(from this many seconds after start, the job's status) pairs, in order."""
+
+
+@dataclass
+class FakeApi:
+    """The status endpoint in memory: answers from timelines, through the real budget."""
+
+    clock: VirtualClock
+    timelines: dict[int, Timeline]
+    fault: Callable[[int, float], Answer | None] = lambda job_id, now: None
+    latency: float = 0.2
+    requests: int = 0
+    polls: list[tuple[float, int]] = field(default_factory=list)
+    budget: RateBudget | None = None
+
+    @asynccontextmanager
+    async def connect(
+        self, config: Config, clock: Clock, budget: RateBudget, on_throttle: ThrottleListener
+    ) -> AsyncIterator[FakeApi]:
+        self.budget = budget
+        yield self
+
+    async def check(self, job_id: int, *, priority: float) -> Answer:
+        assert self.budget is not None
+        async with self.budget.slot(priority):
+            self.requests += 1
+            now = self.clock.now()
+            self.polls.append((now, job_id))
+            await self.clock.sleep(self.latency)
+        injected = self.fault(job_id, now)
+        if injected is not None:
+            return injected
+        if job_id not in self.timelines:
+            return NotFound("HTTP 404")
+        status = next(s for start, s in reversed(self.timelines[job_id]) if now >= start)
+        return JobState(status, "it broke" if status == "FAILED" else None)
+
+
+def config(**overrides: object) -> Config:
+    settings: dict[str, object] = {
+        "credentials": Credentials(access_token=Secret("fake-token")),
+        "base_url": "http://127.0.0.1:1",
+        "seed": 1,
+    }
+    return Config(**(settings | overrides))  # type: ignore[arg-type]
+
+
+def lifecycle(done_at: float, final: str = "COMPLETED") -> Timeline:
+    return [
+        (0, "QUEUED"),
+        (done_at * 0.2, "PREPARING"),
+        (done_at * 0.4, "PROCESSING"),
+        (done_at, final),
+    ]
+
+
+async def run(api: FakeApi, ids: list[int], settings: Config) -> list[Event]:
+    job_ids = JobIds(ids=ids, invalid=[], duplicates=0)
+    return [event async for event in stream_events(job_ids, settings, api.clock, api.connect)]
+
+
+def results(events: list[Event]) -> dict[int, Result]:
+    found = [event for event in events if isinstance(event, Result)]
+    assert len(found) == len({result.job_id for result in found}), "a job got two results"
+    return {result.job_id: result for result in found}
+
+
+def summary(events: list[Event]) -> Summary:
+    assert isinstance(events[0], Start)
+    assert isinstance(events[-1], Summary)
+    return events[-1]
+
+
+async def test_every_job_ends_with_its_true_final_status() -> None:
+    """Jobs completing, failing and cancelling each get one matching result; exit code 1."""
+    clock = VirtualClock()
+    finals = ["COMPLETED", "FAILED", "CANCELLED", "COMPLETED"]
+    api = FakeApi(clock, {n: lifecycle(100.0 * n, final) for n, final in enumerate(finals, 1)})
+    events = await run(api, [1, 2, 3, 4], config())
+    assert {job: result.status for job, result in results(events).items()} == dict(
+        enumerate(finals, 1)
+    )
+    assert results(events)[2].reason == "it broke"
+    assert summary(events).exit_code == 1
+    assert summary(events).counts["FAILED"] == 1
+    assert summary(events).requests == api.requests
+
+
+async def test_transitions_follow_the_lifecycle_in_order() -> None:
+    """A slow job shows each status once, in order, starting from null."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {7: lifecycle(1000.0)})
+    events = await run(api, [7], config())
+    steps = [(e.from_, e.to) for e in events if isinstance(e, Transition)]
+    assert steps == [
+        (None, "QUEUED"),
+        ("QUEUED", "PREPARING"),
+        ("PREPARING", "PROCESSING"),
+        ("PROCESSING", "COMPLETED"),
+    ]
+    assert summary(events).exit_code == 0
+
+
+async def test_polls_of_a_job_respect_min_and_max_delay() -> None:
+    """Between two polls of a job there are at least min_delay and at most ~max_delay."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {1: lifecycle(3000.0)})
+    await run(api, [1], config(min_delay=10.0, max_delay=120.0))
+    times = [t for t, _ in api.polls]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 10.0
+    assert max(gaps) <= 120.0 + api.latency + 1e-9
+    assert len(times) < 3000 / 60, "delays grew beyond min_delay"
+
+
+async def test_deadline_ends_unfinished_jobs_timed_out() -> None:
+    """At the deadline, unfinished jobs end TIMED_OUT with where they stood; exit 3."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {1: lifecycle(50.0), 2: lifecycle(1000.0)})
+    events = await run(api, [1, 2], config(deadline=600.0))
+    found = results(events)
+    assert found[1].status == "COMPLETED"
+    assert (found[2].status, found[2].last_status) == ("TIMED_OUT", "PROCESSING")
+    assert summary(events).exit_code == 3
+    assert clock.now() == pytest.approx(600.0, abs=1.0)
+
+
+async def test_unknown_is_rechecked_quickly_then_final() -> None:
+    """UNKNOWN answers are re-checked after a few seconds and end UNKNOWN after max_unknown."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {1: [(0, "UNKNOWN")]})
+    events = await run(api, [1], config(max_unknown=4, unknown_delay=5.0))
+    assert results(events)[1].status == "UNKNOWN"
+    assert not [e for e in events if isinstance(e, Transition)], "UNKNOWN is never a transition"
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(api.polls)]
+    assert len(api.polls) == 4
+    assert all(3.9 <= gap <= 6.3 for gap in gaps)
+    assert summary(events).exit_code == 3
+
+
+async def test_an_unknown_blip_does_not_end_the_job() -> None:
+    """One UNKNOWN between PROCESSING answers changes nothing."""
+    clock = VirtualClock()
+    api = FakeApi(
+        clock, {1: [(0, "PROCESSING"), (30, "UNKNOWN"), (36, "PROCESSING"), (200, "COMPLETED")]}
+    )
+    events = await run(api, [1], config(min_delay=10.0))
+    assert results(events)[1].status == "COMPLETED"
+    assert [e.to for e in events if isinstance(e, Transition)] == ["PROCESSING", "COMPLETED"]
+
+
+async def test_repeated_404_ends_not_found() -> None:
+    """An id the API keeps answering 404 for ends NOT_FOUND after max_not_found answers."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {})
+    events = await run(api, [99], config(max_not_found=3))
+    assert results(events)[99].status == "NOT_FOUND"
+    assert len(api.polls) == 3
+
+
+async def test_transient_failures_never_end_a_job_early() -> None:
+    """Timeouts and 5xx are retried with poll_error events until the job completes."""
+    clock = VirtualClock()
+
+    def flaky(job_id: int, now: float) -> Answer | None:
+        return RetryLater("http", 503, "HTTP 503") if now < 400 else None
+
+    api = FakeApi(clock, {1: lifecycle(100.0)}, fault=flaky)
+    events = await run(api, [1], config())
+    errors = [e for e in events if isinstance(e, PollError)]
+    assert results(events)[1].status == "COMPLETED"
+    assert len(errors) >= 5
+    assert [e.attempt for e in errors] == list(range(1, len(errors) + 1))
+    assert summary(events).retries == len(errors)
+
+
+async def test_persistent_bad_responses_end_error() -> None:
+    """A job whose answers are always malformed ends ERROR with the last reason."""
+    clock = VirtualClock()
+    api = FakeApi(
+        clock,
+        {1: lifecycle(100.0)},
+        fault=lambda job_id, now: RetryLater("bad_response", 200, "body is not JSON"),
+    )
+    events = await run(api, [1], config(max_bad_responses=5))
+    assert (results(events)[1].status, results(events)[1].reason) == ("ERROR", "body is not JSON")
+    assert len(api.polls) == 5
+
+
+async def test_rate_budget_holds_across_many_jobs() -> None:
+    """200 jobs under 30/min: no window of 60 s holds more than 30 polls."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: lifecycle(300.0 + 7 * n) for n in range(1, 201)})
+    events = await run(api, list(range(1, 201)), config(rate=Rate(30, 60.0), deadline=7200.0))
+    times = sorted(t for t, _ in api.polls)
+    assert max(sum(1 for t in times if t0 <= t < t0 + 60.0) for t0 in times) <= 30
+    assert len(results(events)) == 200
+
+
+async def test_auth_failure_aborts_with_pending_jobs() -> None:
+    """An AuthError stops the run: exit 4, unfinished jobs counted pending, no result for them."""
+    clock = VirtualClock()
+
+    def revoked(job_id: int, now: float) -> Answer | None:
+        if now > 50:
+            raise AuthError("the credentials lack permission (HTTP 403)")
+        return None
+
+    api = FakeApi(clock, {1: lifecycle(20.0), 2: lifecycle(500.0)}, fault=revoked)
+    events = await run(api, [1, 2], config())
+    assert set(results(events)) == {1}
+    assert summary(events).exit_code == 4
+    assert summary(events).counts["pending"] == 1
+
+
+async def test_once_checks_each_job_once() -> None:
+    """--once polls each job one time; unfinished jobs stay pending; exit 3."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {1: [(0, "COMPLETED")], 2: lifecycle(500.0)})
+    events = await run(api, [1, 2], config(once=True))
+    assert set(results(events)) == {1}
+    assert len(api.polls) == 2
+    assert summary(events).counts["pending"] == 1
+    assert summary(events).exit_code == 3
+
+
+async def test_leaving_the_loop_early_cancels_cleanly() -> None:
+    """Breaking out of the event loop stops every job without errors."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: lifecycle(1000.0) for n in range(1, 20)})
+    job_ids = JobIds(ids=list(range(1, 20)), invalid=[], duplicates=0)
+    stream = stream_events(job_ids, config(), clock, api.connect)
+    async for event in stream:
+        if isinstance(event, Transition):
+            break
+    await stream.aclose()
+    polls_then = len(api.polls)
+    await clock.sleep(3600.0)
+    assert len(api.polls) == polls_then
+
+
+async def test_first_polls_are_spread() -> None:
+    """The first polls of a large batch are spread over a few seconds, not fired at once."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: [(0, "COMPLETED")] for n in range(1, 501)})
+    await run(api, list(range(1, 501)), config(rate=Rate(10_000, 1.0), concurrency=1000))
+    firsts = [t for t, _ in api.polls]
+    assert len(set(firsts)) > 450
+    assert 4.0 < max(firsts) - min(firsts) <= 5.0
