@@ -1,0 +1,125 @@
+"""Token providers: caching, single-flight fetches, expiry, static tokens and token commands."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+
+import orjson
+import pytest
+
+from async_poller.auth import (
+    ACCESS_TOKEN_TTL,
+    CommandTokenProvider,
+    StaticTokenProvider,
+    TokenProvider,
+    auth_headers,
+)
+from async_poller.clock import SystemClock
+from async_poller.errors import AuthError
+from async_poller.redact import redact
+from async_poller.testing import VirtualClock
+
+
+class CountingProvider(TokenProvider):
+    """Hands out token-1, token-2, ... and counts fetches; each fetch takes 1 s."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(clock)
+        self.fetches = 0
+
+    async def _fetch(self) -> str:
+        self.fetches += 1
+        await self._clock.sleep(1.0)
+        return f"token-{self.fetches}"
+
+
+def jwt(exp: float) -> str:
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part({'exp': exp})}.c2ln"
+
+
+def test_headers_carry_the_raw_token() -> None:
+    """Two headers, and the token without a Bearer prefix (API.md)."""
+    assert auth_headers("abc") == {"X-Authtype": "lucidity_access_token", "Authorization": "abc"}
+
+
+async def test_many_waiters_share_one_fetch() -> None:
+    """Fifty concurrent callers cause one fetch and all get the same token."""
+    provider = CountingProvider(VirtualClock())
+    tokens = await asyncio.gather(*(provider.token() for _ in range(50)))
+    assert set(tokens) == {"token-1"}
+    assert provider.fetches == 1
+
+
+async def test_token_is_refreshed_before_it_expires() -> None:
+    """A token is reused until a minute before its 15-minute expiry, then replaced."""
+    clock = VirtualClock()
+    provider = CountingProvider(clock)
+    assert await provider.token() == "token-1"
+    await clock.sleep(ACCESS_TOKEN_TTL - 120)
+    assert await provider.token() == "token-1"
+    await clock.sleep(90)
+    assert await provider.token() == "token-2"
+
+
+async def test_renew_after_401_is_single_flight() -> None:
+    """Many jobs hit by a 401 on the same token cause one renewal."""
+    provider = CountingProvider(VirtualClock())
+    stale = await provider.token()
+    renewed = await asyncio.gather(*(provider.renew(stale) for _ in range(20)))
+    assert set(renewed) == {"token-2"}
+    assert provider.fetches == 2
+    assert await provider.renew(stale) == "token-2", "a late 401 on the old token reuses the new one"
+
+
+async def test_jwt_expiry_is_honoured() -> None:
+    """A JWT's exp claim sets the expiry instead of the 15-minute default."""
+    clock = VirtualClock(wall_start=1_000_000.0)
+    provider = StaticTokenProvider(jwt(exp=1_000_000.0 + 300), clock)
+    await provider.token()
+    await clock.sleep(250)
+    with pytest.raises(AuthError, match="cannot be refreshed"):
+        await provider.token()
+
+
+async def test_static_token_cannot_be_renewed() -> None:
+    """A ready access token rejected with 401 ends the run with a hint."""
+    provider = StaticTokenProvider("static-token-value", VirtualClock())
+    token = await provider.token()
+    with pytest.raises(AuthError, match="HINT"):
+        await provider.renew(token)
+
+
+async def test_token_command_prints_the_token() -> None:
+    """--token-command's stdout (one line) is the token, and it is remembered as a secret."""
+    command = f"{sys.executable} -c \"print('cmd-token-12345')\""
+    provider = CommandTokenProvider(command, SystemClock())
+    assert await provider.token() == "cmd-token-12345"
+    assert redact("sent cmd-token-12345") == "sent ***"
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("import sys; sys.exit(3)", "exited with status 3"),
+        ("print('a'); print('b')", "exactly one token"),
+        ("print('two words')", "exactly one token"),
+        ("pass", "exactly one token"),
+    ],
+)
+async def test_token_command_failures_are_clear(script: str, message: str) -> None:
+    """A failing or chatty token command gives a clear AuthError."""
+    provider = CommandTokenProvider(f'{sys.executable} -c "{script}"', SystemClock())
+    with pytest.raises(AuthError, match=message):
+        await provider.token()
+
+
+async def test_missing_token_command() -> None:
+    """A command that does not exist is reported by name."""
+    provider = CommandTokenProvider("/nonexistent/helper --flag", SystemClock())
+    with pytest.raises(AuthError, match="cannot run '/nonexistent/helper'"):
+        await provider.token()
