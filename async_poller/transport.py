@@ -153,9 +153,15 @@ def open_session(concurrency: int, ca_bundle: str | None) -> aiohttp.ClientSessi
     """A client session with TLS verification on (plus `ca_bundle`, if given)."""
     context = ssl.create_default_context(cafile=ca_bundle)
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         headers={"User-Agent": f"async-poller/{version('async-poller')}"},
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
+    # aiohttp silently resends a GET once when a kept-alive connection drops; that would put
+    # two requests on the wire for one budget slot. No public switch exists (aiohttp 3.14);
+    # tests/test_transport.py fails if this attribute stops having its effect.
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session

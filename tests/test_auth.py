@@ -73,7 +73,9 @@ async def test_renew_after_401_is_single_flight() -> None:
     renewed = await asyncio.gather(*(provider.renew(stale) for _ in range(20)))
     assert set(renewed) == {"token-2"}
     assert provider.fetches == 2
-    assert await provider.renew(stale) == "token-2", "a late 401 on the old token reuses the new one"
+    assert await provider.renew(stale) == "token-2", (
+        "a late 401 on the old token reuses the new one"
+    )
 
 
 async def test_jwt_expiry_is_honoured() -> None:

@@ -1,0 +1,57 @@
+"""Shared fixtures: the simulator on an ephemeral loopback port, and `poll` against it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol
+
+import pytest
+
+from async_poller.simulator import Simulator, SimulatorConfig
+
+from .helpers import CliRun, clean_env, run_cli
+
+TIME_SCALE = 60.0
+"""Simulated seconds per real second in end-to-end tests: a 1-hour deadline is 1 minute."""
+
+QUICK_JOBS: dict[str, Any] = {
+    "queued_s": 5.0,
+    "preparing_s": 5.0,
+    "processing_s": 30.0,
+    "spread": 0.3,
+}
+"""Job lifecycles of about 40 simulated seconds, so a scenario takes a few real seconds."""
+
+
+@pytest.fixture
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    """A running simulator; `@pytest.mark.simulator(**settings)` overrides its config."""
+    marker = request.node.get_closest_marker("simulator")
+    overrides = marker.kwargs if marker else {}
+    settings = {"time_scale": TIME_SCALE, "seed": 1, **QUICK_JOBS, **overrides}
+    async with Simulator(SimulatorConfig(**settings)) as running:
+        yield running
+
+
+class Poll(Protocol):
+    def __call__(
+        self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+    ) -> Awaitable[CliRun]: ...
+
+
+@pytest.fixture
+def poll(simulator: Simulator) -> Poll:
+    """`async-poller poll ARGS` against the simulator, with its refresh token in the env."""
+
+    def run(
+        *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+    ) -> Awaitable[CliRun]:
+        if env is None:
+            env = clean_env(
+                LUCIDITY_BASE_URL=simulator.base_url,
+                LUCIDITY_REFRESH_TOKEN=simulator.refresh_token,
+            )
+        scale = str(simulator.config.time_scale)
+        return run_cli("poll", "--time-scale", scale, "--seed", "1", *args, env=env, stdin=stdin)
+
+    return run

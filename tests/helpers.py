@@ -1,0 +1,90 @@
+"""Helpers for end-to-end tests: running the CLI as a real process and reading its events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jsonschema
+import orjson
+
+from async_poller.events import event_schema
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(event_schema())
+
+
+@dataclass
+class CliRun:
+    """What one `async-poller` process did."""
+
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """stdout as events; every line must be one valid event."""
+        events = [orjson.loads(line) for line in self.stdout.splitlines()]
+        for event in events:
+            _validator().validate(event)
+        return events
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["event"] == kind]
+
+    @property
+    def results(self) -> dict[int, dict[str, Any]]:
+        """Results by job id; asserts that no job has two."""
+        found = self.of("result")
+        ids = [event["job_id"] for event in found]
+        assert len(ids) == len(set(ids)), "a job got more than one result"
+        return {event["job_id"]: event for event in found}
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        events = self.events
+        assert events, f"no events; stderr:\n{self.stderr}"
+        assert events[-1]["event"] == "summary", "summary must be the last event"
+        return events[-1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any Lucidity settings, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LUCIDITY_")}
+    return env | extra
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, wait_s: float = 90.0
+) -> CliRun:
+    """Run `python -m async_poller ARGS` to the end and collect what it wrote."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_poller",
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else clean_env(),
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(stdin), wait_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return CliRun(process.returncode, stdout, stderr.decode("utf-8", "replace"))
+
+
+def ids_arg(ids: list[int]) -> list[str]:
+    """`--id N` for each id."""
+    return [part for job_id in ids for part in ("--id", str(job_id))]

@@ -1,0 +1,115 @@
+"""Transport and StatusClient over real HTTP: one request per slot, capped bodies, no redirects."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from async_poller.budget import RateBudget
+from async_poller.clock import SystemClock
+from async_poller.config import Rate
+from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
+from async_poller.transport import Transport, TransportError, open_session
+
+
+async def send_one(base_url: str, path: str, *, request_timeout: float = 5.0) -> None:
+    clock = SystemClock(scale=60.0)
+    budget = RateBudget(Rate(100, 60.0), clock)
+    async with open_session(4, None) as session:
+        transport = Transport(
+            session,
+            base_url,
+            budget=budget,
+            concurrency=4,
+            clock=clock,
+            timeout=request_timeout,
+            on_throttle=lambda pause, rate: None,
+        )
+        try:
+            await transport.request("GET", path, priority=0.0, headers={}, params={"id": "1"})
+        finally:
+            await budget.aclose()
+
+
+@pytest.mark.parametrize("fault", ["reset_before", "reset_mid_body"])
+async def test_a_dropped_connection_is_one_request_not_two(fault: str) -> None:
+    """aiohttp's silent resend is off: one call puts exactly one request on the wire."""
+    plan = FaultPlan(windows=((0.0, math.inf, fault),))
+    async with Simulator(SimulatorConfig(time_scale=60.0, faults=plan)) as simulator:
+        [job] = simulator.create_jobs(1)
+        with pytest.raises(TransportError) as caught:
+            await send_one(
+                simulator.base_url, f"/external/client/api/v1/agent/install/status?id={job}"
+            )
+        assert caught.value.kind == "connection"
+        assert len(simulator.requests) == 1
+
+
+async def test_oversized_bodies_are_refused_unread() -> None:
+    """A body over 64 KiB is a bad response, not a memory hog."""
+    plan = FaultPlan(windows=((0.0, math.inf, "oversized_body"),))
+    async with Simulator(SimulatorConfig(time_scale=60.0, faults=plan)) as simulator:
+        with pytest.raises(TransportError, match="body over 65536 bytes") as caught:
+            await send_one(simulator.base_url, "/external/client/api/v1/agent/install/status")
+        assert caught.value.kind == "bad_response"
+
+
+async def test_a_hung_server_times_out() -> None:
+    """No headers within the request timeout is a timeout failure."""
+    plan = FaultPlan(windows=((0.0, math.inf, "hang"),))
+    async with Simulator(SimulatorConfig(time_scale=60.0, faults=plan)) as simulator:
+        with pytest.raises(TransportError) as caught:
+            await send_one(
+                simulator.base_url,
+                "/external/client/api/v1/agent/install/status",
+                request_timeout=6.0,
+            )
+        assert caught.value.kind == "timeout"
+
+
+async def test_redirects_are_never_followed(aiohttp_redirect_server: str) -> None:
+    """A 302 comes back as it is; the Location is not visited."""
+    clock = SystemClock()
+    budget = RateBudget(Rate(10, 1.0), clock)
+    async with open_session(1, None) as session:
+        transport = Transport(
+            session,
+            aiohttp_redirect_server,
+            budget=budget,
+            concurrency=1,
+            clock=clock,
+            timeout=5.0,
+            on_throttle=lambda pause, rate: None,
+        )
+        response = await transport.request(
+            "GET", "/moved", priority=0.0, headers={"Authorization": "secret"}
+        )
+    await budget.aclose()
+    assert response.status == 302
+
+
+@pytest.fixture
+async def aiohttp_redirect_server() -> AsyncIterator[str]:
+    visited: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        visited.append(request.headers.get("Authorization", ""))
+        return web.Response(text="should not be here")
+
+    app = web.Application()
+    app.router.add_get("/moved", moved)
+    app.router.add_get("/elsewhere", elsewhere)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+    assert visited == []
