@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import pty
 import stat
 import sys
 from pathlib import Path
@@ -270,3 +272,37 @@ async def test_version_and_module_entry_point() -> None:
     run = await run_cli("--version")
     assert run.code == 0
     assert run.stdout.decode().startswith("async-poller ")
+
+
+async def test_terminal_stdin_without_sources_is_refused() -> None:
+    """With no SOURCE and stdin a terminal, poll exits 2 with a hint instead of blocking."""
+    controller, terminal = pty.openpty()
+    try:
+        env = clean_env(LUCIDITY_ACCESS_TOKEN="x-token")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "async_poller",
+            "poll",
+            stdin=terminal,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 2
+    assert stdout == b""
+    assert b"stdin is a terminal" in stderr
+
+
+async def test_demo_runs_and_checks_itself() -> None:
+    """`async-poller demo` polls its jobs to the end, checks them and exits 0."""
+    run = await run_cli("demo", "--jobs", "12", "--time-scale", "120")
+    assert run.code == 0, run.stderr
+    assert run.summary["total"] == 12
+    assert run.summary["counts"]["pending"] == 0
+    assert len(run.results) == 12
+    assert "matches the simulator's ground truth" in run.stderr
