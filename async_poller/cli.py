@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from .config import DEFAULT_BASE_URL, Config, Credentials, parse_duration, parse_rate
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, StateLocked
 from .outcome import ExitCode
 from .redact import Secret
 
@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InputError) as error:
         _fail(error)
         return ExitCode.USAGE
+    except StateLocked as error:
+        _fail(error)
+        return ExitCode.LOCKED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {version('async-poller')}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_poll(commands)
+    _add_report(commands)
     _add_simulate(commands)
     _add_demo(commands)
     return parser
@@ -165,6 +169,19 @@ def _add_poll(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     pace.add_argument(
         "--once", action="store_true", help="check each job once and exit (3 while any is pending)"
     )
+    runs = poll.add_argument_group("across runs (cron)")
+    runs.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="SQLite state file: skip jobs already final, report only changes, keep history",
+    )
+    runs.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus text-format metrics here at the end (textfile collector)",
+    )
     output = poll.add_argument_group("output")
     output.add_argument(
         "--output", type=Path, metavar="PATH", help="append events to PATH instead of stdout"
@@ -179,6 +196,21 @@ def _add_poll(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run the clock X times faster; only for 'async-poller simulate --time-scale X'",
     )
     testing.add_argument("--seed", type=int, help="seed the jitter, for reproducible runs")
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .report import REPORT_EXAMPLES, add_report_arguments
+
+    report = commands.add_parser(
+        "report",
+        help="show what a state file knows: statuses, history, the audit trail",
+        description="Show every job in a state file with its status, timestamps and reason; "
+        "or one job's history. Works while a run is in progress.",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_report_arguments(report)
+    report.set_defaults(handler=_run_report)
 
 
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -257,6 +289,8 @@ def _run_poll(args: argparse.Namespace) -> int:
         once=args.once,
         allow_insecure_http=args.allow_insecure_http,
         ca_bundle=args.ca_bundle,
+        state_file=args.state,
+        metrics_file=args.metrics_file,
         seed=args.seed,
     )
     if not args.sources and not args.ids and sys.stdin.isatty():
@@ -337,6 +371,12 @@ def _read_token_file(path: Path) -> str:
     if not text or any(c.isspace() for c in text):
         raise ConfigError(f"--refresh-token-file {path} must hold exactly one token")
     return text
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(args)
 
 
 def _run_simulate(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, Protocol
 
@@ -32,8 +32,8 @@ class StatusChecker(Protocol):
     """What the scheduler needs from the API: one poll of one job, and a request count."""
 
     @property
-    def requests(self) -> int:
-        """HTTP requests sent so far, token refreshes included."""
+    def outcomes(self) -> Mapping[str, int]:
+        """HTTP requests sent so far by outcome, token refreshes included."""
         ...
 
     async def check(self, job_id: int, *, priority: float) -> Answer:
@@ -73,8 +73,8 @@ class StatusClient:
         self._clock = clock
 
     @property
-    def requests(self) -> int:
-        return self._transport.requests
+    def outcomes(self) -> Mapping[str, int]:
+        return self._transport.outcomes
 
     async def check(self, job_id: int, *, priority: float) -> Answer:
         """Poll `job_id` once (twice after a 401). Raises `AuthError` or `FatalResponseError`

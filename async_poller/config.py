@@ -9,6 +9,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -129,6 +130,10 @@ class Config:
     once: bool = False
     allow_insecure_http: bool = False
     ca_bundle: str | None = None
+    state_file: Path | None = None
+    """SQLite state file: resume, report only changes across runs, keep history."""
+    metrics_file: Path | None = None
+    """Where to write Prometheus text-format metrics at the end of the run."""
     unknown_delay: float = 5.0
     """How soon an UNKNOWN answer is checked again."""
     max_unknown: int = 6

@@ -2,7 +2,9 @@
 
     PollerError
     ├── ConfigError        bad settings or arguments (exit 2)
+    │   └── StateError     the state file cannot be used (exit 2)
     ├── InputError         job-id input that cannot be used (exit 2)
+    ├── StateLocked        another run holds the state file (exit 5)
     ├── AuthError          credentials rejected or unobtainable (exit 4)
     └── FatalResponseError the API answered in a way that makes polling pointless (exit 3)
 
@@ -11,7 +13,15 @@ Messages are written for the person running the tool and never contain a token.
 
 from __future__ import annotations
 
-__all__ = ["AuthError", "ConfigError", "FatalResponseError", "InputError", "PollerError"]
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "FatalResponseError",
+    "InputError",
+    "PollerError",
+    "StateError",
+    "StateLocked",
+]
 
 
 class PollerError(Exception):
@@ -32,3 +42,11 @@ class AuthError(PollerError):
 
 class FatalResponseError(PollerError):
     """The API answered in a way no job can recover from (for example a redirect)."""
+
+
+class StateError(ConfigError):
+    """The state file cannot be used: missing, unreadable, read-only, damaged, or too new."""
+
+
+class StateLocked(PollerError):
+    """Another run holds the state file (exit 5)."""

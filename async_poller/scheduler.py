@@ -2,7 +2,8 @@
 
 `poll_jobs` is the library's entry point and the CLI's engine: an async iterator of events
 that starts with `start`, ends with `summary`, and gives every job exactly one `result`
-unless the run is cut short.
+unless the run is cut short. With a state file, jobs final in earlier runs are counted but
+not polled, and a result counts as written once the consumer asks for the next event.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import structlog
 
@@ -20,57 +20,29 @@ from .budget import RateBudget
 from .client import StatusChecker, connect
 from .clock import Clock, SystemClock, rfc3339
 from .config import Config, Rate
-from .errors import AuthError, FatalResponseError, PollerError
-from .events import (
-    Event,
-    InvalidInput,
-    PollError,
-    Result,
-    Start,
-    Summary,
-    Throttled,
-    Transition,
-    event_id,
-)
+from .errors import AuthError, PollerError
+from .events import Event, InvalidInput, PollError, Result, Start, Summary, Throttled, Transition
+from .events import event_id as make_event_id
 from .ids import MAX_ID, JobIds
-from .outcome import TERMINAL, ExitCode, FinalStatus, exit_code_for
+from .job import Ending, GiveUpLimits, JobTracker, Step, Wait
+from .outcome import ExitCode, FinalStatus, exit_code_for
 from .policy import DelayPolicy
-from .responses import Answer, JobState, NotFound, Rejected, RetryLater
-from .responses import Throttled as ThrottledAnswer
+from .responses import Answer, JobState
+from .state import StateStore
 from .transport import ThrottleListener
 
 __all__ = ["Connect", "poll_jobs", "stream_events"]
+
+_log = structlog.get_logger("async_poller")
 
 Connect = Callable[
     [Config, Clock, RateBudget, ThrottleListener], AbstractAsyncContextManager[StatusChecker]
 ]
 """Opens the way to the API: `client.connect` for real HTTP, a fake in scheduler tests."""
 
-_log = structlog.get_logger("async_poller")
-
 SPREAD_PER_JOB = 0.01
 """First polls are spread over 10 ms per job (at most `min_delay`), so a large batch does
 not fire at once."""
-
-
-@dataclass(slots=True)
-class _Job:
-    id: int
-    status: str | None = None
-    polls: int = 0
-    attempt: int = 0
-    unknown_streak: int = 0
-    not_found_streak: int = 0
-    bad_streak: int = 0
-    last_error: str | None = None
-    done: bool = False
-
-
-@dataclass(slots=True)
-class _Tally:
-    counts: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    throttled: int = 0
 
 
 async def poll_jobs(
@@ -80,7 +52,8 @@ async def poll_jobs(
 
     Yields `start`, then `invalid_input` for skipped lines (when `ids` is a `JobIds`), then
     `transition`, `result`, `poll_error` and `throttled` as they happen, and `summary` last.
-    Leaving the loop early cancels the run cleanly.
+    Leaving the loop early cancels the run cleanly. Raises `StateLocked` or `StateError`
+    before `start` when `config.state_file` cannot be used.
     """
     job_ids = ids if isinstance(ids, JobIds) else _distinct(ids)
     async for event in stream_events(job_ids, config, clock or SystemClock(), connect):
@@ -91,25 +64,32 @@ async def stream_events(
     job_ids: JobIds, config: Config, clock: Clock, connect: Connect
 ) -> AsyncGenerator[Event, None]:
     """`poll_jobs` with every dependency explicit (tests pass a fake `connect`)."""
-    run = _Run(job_ids, config, clock)
-    yield run.start_event()
-    for bad in job_ids.invalid:
-        yield InvalidInput(
-            ts=run.timestamp(),
-            source=bad.source,
-            line=bad.line,
-            preview=bad.preview,
-            reason=bad.reason,
-        )
-    worker = asyncio.get_running_loop().create_task(run.execute(connect))
+    store = StateStore.open(config.state_file) if config.state_file else None
     try:
-        while (event := await run.events.get()) is not None:
-            yield event
-        await worker
+        run = _Run(job_ids, config, clock, store)
+        yield run.start_event()
+        for bad in job_ids.invalid:
+            yield InvalidInput(
+                ts=run.timestamp(),
+                source=bad.source,
+                line=bad.line,
+                preview=bad.preview,
+                reason=bad.reason,
+            )
+        worker = asyncio.get_running_loop().create_task(run.execute(connect))
+        try:
+            while (event := await run.events.get()) is not None:
+                yield event
+                if store is not None and isinstance(event, Result):
+                    run.note_written(event)
+            await worker
+        finally:
+            if not worker.done():
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
     finally:
-        if not worker.done():
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+        if store is not None:
+            store.close()
 
 
 def _distinct(ids: Iterable[int]) -> JobIds:
@@ -126,19 +106,27 @@ def _distinct(ids: Iterable[int]) -> JobIds:
 class _Run:
     """The state of one run; `execute` drives it and fills `events`."""
 
-    def __init__(self, job_ids: JobIds, config: Config, clock: Clock) -> None:
+    def __init__(
+        self, job_ids: JobIds, config: Config, clock: Clock, store: StateStore | None
+    ) -> None:
         self.config = config
         self.clock = clock
         self.events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._job_ids = job_ids
-        self._jobs = [_Job(job_id) for job_id in job_ids.ids]
+        self._store = store
+        limits = GiveUpLimits(config.max_unknown, config.max_not_found, config.max_bad_responses)
+        self._jobs = [JobTracker(job_id, limits) for job_id in job_ids.ids]
         self._policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
-        self._tally = _Tally()
+        self._budget = RateBudget(config.rate, clock)
+        self._counts: Counter[str] = Counter()
+        self._retries = 0
+        self._throttles = 0
         self._started = clock.now()
-        self._outstanding = len(self._jobs)
         self._stopped = asyncio.Event()
         self._abort: PollerError | None = None
-        self._budget = RateBudget(config.rate, clock)
+        self._outstanding = len(self._jobs)
+        if store is not None:
+            self._resume(store)
 
     def timestamp(self) -> str:
         return rfc3339(self.clock.wall())
@@ -157,23 +145,51 @@ class _Run:
             rate=str(self.config.rate),
         )
 
+    def _resume(self, store: StateStore) -> None:
+        """Take over what earlier runs learnt; queue the results a crash kept unwritten."""
+        stored = store.load(self._job_ids.ids)
+        for job in self._jobs:
+            known = stored.get(job.id)
+            if known is None:
+                continue
+            job.status, job.polls = known.status, known.polls
+            if known.final and known.result is not None:
+                job.done = True
+                self._outstanding -= 1
+                self._counts[known.result] += 1
+                if not known.emitted:
+                    ending = Ending(FinalStatus(known.result), known.reason, known.details)
+                    self._emit(self._result(job, ending, known.event_id))
+
     async def execute(self, connect: Connect) -> None:
         """Poll every job, then emit the summary and close the event stream."""
-        async with connect(self.config, self.clock, self._budget, self._throttled) as client:
-            tasks = [asyncio.create_task(self._track(job, client)) for job in self._jobs]
-            try:
-                await self._wait_for_end()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await self._budget.aclose()
-            requests = client.requests
+        outcomes: dict[str, int] = {}
+        try:
+            async with connect(self.config, self.clock, self._budget, self._throttled) as client:
+                tasks = [
+                    asyncio.create_task(self._track(job, client))
+                    for job in self._jobs
+                    if not job.done
+                ]
+                try:
+                    await self._wait_for_end()
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await self._budget.aclose()
+                    outcomes = dict(client.outcomes)
+        except PollerError as error:  # e.g. the state file failed mid-run
+            self._stop(error)
         if self._abort is None and not self.config.once:
-            for job in self._jobs:
-                if not job.done:
-                    self._finish(job, FinalStatus.TIMED_OUT, job.last_error)
-        self._emit(self._summary(requests))
+            with self._store.batch() if self._store else nullcontext():
+                for job in self._jobs:
+                    if not job.done:
+                        self._finish(job, Ending(FinalStatus.TIMED_OUT, job.last_error))
+        summary = self._summary(sum(outcomes.values()))
+        if self.config.metrics_file is not None:
+            self._write_metrics(summary, outcomes)
+        self._emit(summary)
         self.events.put_nowait(None)
 
     async def _wait_for_end(self) -> None:
@@ -187,127 +203,117 @@ class _Run:
             deadline.cancel()
             stopped.cancel()
 
-    async def _track(self, job: _Job, client: StatusChecker) -> None:
+    async def _track(self, job: JobTracker, client: StatusChecker) -> None:
         try:
             await self._poll_until_final(job, client)
         except PollerError as error:
             self._stop(error)
         except Exception as error:  # a bug must not lose the job silently
             _log.exception("internal_error", job_id=job.id)
-            self._finish(job, FinalStatus.ERROR, f"internal error: {type(error).__name__}")
-        finally:
-            if not job.done and self.config.once and self._abort is None:
+            self._finish(job, Ending(FinalStatus.ERROR, f"internal error: {type(error).__name__}"))
+        else:
+            if not job.done:  # --once: checked, not final
                 self._settle()
 
-    async def _poll_until_final(self, job: _Job, client: StatusChecker) -> None:
+    async def _poll_until_final(self, job: JobTracker, client: StatusChecker) -> None:
         spread = min(self.config.min_delay, SPREAD_PER_JOB * len(self._jobs))
         due = self.clock.now() + self._policy.first_delay(spread)
         poll_delays = self._policy.poll_delays()
         retry_delays = self._policy.retry_delays()
-        while not job.done:
+        while True:
             await self.clock.sleep(due - self.clock.now())
             answer = await client.check(job.id, priority=due)
-            if not isinstance(answer, ThrottledAnswer):
-                job.polls += 1
-            wait = self._react(job, answer, poll_delays, retry_delays)
-            if wait is None:
+            step = job.observe(answer)
+            self._record(job, answer, step)
+            if job.done or (self.config.once and step.wait not in (Wait.RETRY, Wait.NOW)):
+                return
+            if step.wait is Wait.RESTART:
                 poll_delays = self._policy.poll_delays()
-                wait = next(poll_delays)
-            if not isinstance(answer, RetryLater | ThrottledAnswer):
+            if step.wait is not Wait.RETRY:
                 retry_delays = self._policy.retry_delays()
-                if self.config.once:
-                    return
-            due = self.clock.now() + wait
+            due = self.clock.now() + self._delay(step.wait, poll_delays, retry_delays)
 
-    def _react(
-        self,
-        job: _Job,
-        answer: Answer,
-        poll_delays: Iterator[float],
-        retry_delays: Iterator[float],
-    ) -> float | None:
-        """Update `job` from `answer`; return the delay to the next poll, or None for
-        "the status changed: start the delays over"."""
-        if not isinstance(answer, RetryLater):
-            job.attempt = job.bad_streak = 0
-        if not isinstance(answer, JobState | ThrottledAnswer):
-            job.unknown_streak = 0
-        if not isinstance(answer, NotFound):
-            job.not_found_streak = 0
-        match answer:
-            case JobState(status="UNKNOWN"):
-                job.unknown_streak += 1
-                if job.unknown_streak >= self.config.max_unknown:
-                    self._finish(job, FinalStatus.UNKNOWN, "the API kept answering UNKNOWN")
-                return self._policy.unknown_delay(self.config.unknown_delay)
-            case JobState(status=status, reason=reason, details=details):
-                job.unknown_streak = 0
-                changed = status != job.status
-                if changed:
-                    self._emit(
-                        Transition(
-                            ts=self.timestamp(),
-                            job_id=job.id,
-                            from_=job.status,
-                            to=status,
-                            polls=job.polls,
-                            elapsed_s=self.elapsed(),
-                        )
-                    )
-                    job.status = status
-                if status in TERMINAL:
-                    self._finish(job, FinalStatus(status), reason, details)
-                return None if changed else next(poll_delays)
-            case NotFound(message=message):
-                job.not_found_streak += 1
-                if job.not_found_streak >= self.config.max_not_found:
-                    self._finish(job, FinalStatus.NOT_FOUND, message)
-                return next(poll_delays)
-            case Rejected(message=message):
-                self._finish(job, FinalStatus.ERROR, message)
-                return 0.0
-            case ThrottledAnswer():
-                return 0.0  # the shared budget holds everyone back until the pause ends
-            case RetryLater(kind=kind, http_status=http_status, message=message):
-                job.attempt += 1
-                job.last_error = message
-                self._tally.retries += 1
-                self._emit(
-                    PollError(
-                        ts=self.timestamp(),
-                        job_id=job.id,
-                        kind=kind,
-                        http_status=http_status,
-                        attempt=job.attempt,
-                        message=message,
-                    )
+    def _delay(
+        self, wait: Wait, poll_delays: Iterator[float], retry_delays: Iterator[float]
+    ) -> float:
+        if wait is Wait.RETRY:
+            return next(retry_delays)
+        if wait is Wait.RECHECK:
+            return self._policy.unknown_delay(self.config.unknown_delay)
+        if wait is Wait.NOW:
+            return 0.0  # the shared budget holds everyone back until the pause ends
+        return next(poll_delays)
+
+    def _record(self, job: JobTracker, answer: Answer, step: Step) -> None:
+        """Store and emit what `step` says happened."""
+        if self._store is not None and step.wait not in (Wait.NOW, Wait.RETRY):
+            seen = isinstance(answer, JobState) and answer.status != "UNKNOWN"
+            status = answer.status if seen and isinstance(answer, JobState) else None
+            self._store.record_poll(job.id, self.clock.wall(), status)
+        if step.transition is not None:
+            from_, to = step.transition
+            self._emit(
+                Transition(
+                    ts=self.timestamp(),
+                    job_id=job.id,
+                    from_=from_,
+                    to=to,
+                    polls=job.polls,
+                    elapsed_s=self.elapsed(),
                 )
-                if kind == "bad_response":
-                    job.bad_streak += 1
-                    if job.bad_streak >= self.config.max_bad_responses:
-                        self._finish(job, FinalStatus.ERROR, message)
-                return next(retry_delays)
-        raise AssertionError(f"unhandled answer {answer!r}")
-
-    def _finish(
-        self, job: _Job, status: FinalStatus, reason: str | None = None, details: object = None
-    ) -> None:
-        job.done = True
-        self._tally.counts[status] += 1
-        self._emit(
-            Result(
-                ts=self.timestamp(),
-                job_id=job.id,
-                status=status,
-                last_status=job.status,
-                polls=job.polls,
-                elapsed_s=self.elapsed(),
-                event_id=event_id(job.id, status),
-                reason=reason,
-                details=details,
             )
-        )
+        if step.failure is not None:
+            self._retries += 1
+            failure = step.failure
+            self._emit(
+                PollError(
+                    ts=self.timestamp(),
+                    job_id=job.id,
+                    kind=failure.kind,
+                    http_status=failure.http_status,
+                    attempt=failure.attempt,
+                    message=failure.message,
+                )
+            )
+        if step.ending is not None:
+            self._finish(job, step.ending)
+
+    def _finish(self, job: JobTracker, ending: Ending) -> None:
+        job.done = True
+        self._counts[ending.status] += 1
+        result = self._result(job, ending, make_event_id(job.id, ending.status))
+        if self._store is not None:
+            self._store.record_result(
+                job.id,
+                ending.status,
+                self.clock.wall(),
+                event_id=result.event_id,
+                reason=ending.reason,
+                details=ending.details,
+            )
+        self._emit(result)
         self._settle()
+
+    def _result(self, job: JobTracker, ending: Ending, event_id: str | None) -> Result:
+        return Result(
+            ts=self.timestamp(),
+            job_id=job.id,
+            status=ending.status,
+            last_status=job.status,
+            polls=job.polls,
+            elapsed_s=self.elapsed(),
+            event_id=event_id or make_event_id(job.id, ending.status),
+            reason=ending.reason,
+            details=ending.details,
+        )
+
+    def note_written(self, result: Result) -> None:
+        """The consumer has handled `result`: remember that it was written."""
+        assert self._store is not None
+        try:
+            self._store.mark_emitted([result.job_id])
+        except PollerError as error:
+            self._stop(error)
 
     def _settle(self) -> None:
         self._outstanding -= 1
@@ -321,18 +327,18 @@ class _Run:
         self._stopped.set()
 
     def _throttled(self, pause: float, rate: Rate) -> None:
-        self._tally.throttled += 1
+        self._throttles += 1
         self._emit(Throttled(ts=self.timestamp(), retry_after_s=round(pause, 3), rate=str(rate)))
 
     def _emit(self, event: Event) -> None:
         self.events.put_nowait(event)
 
     def _summary(self, requests: int) -> Summary:
-        counts = {status.value: self._tally.counts[status] for status in FinalStatus}
+        counts = {status.value: self._counts[status] for status in FinalStatus}
         counts["pending"] = sum(not job.done for job in self._jobs)
         if isinstance(self._abort, AuthError):
             code = ExitCode.AUTH
-        elif isinstance(self._abort, FatalResponseError):
+        elif self._abort is not None:
             code = ExitCode.INCOMPLETE
         else:
             code = exit_code_for(counts)
@@ -341,8 +347,24 @@ class _Run:
             total=len(self._jobs),
             counts=counts,
             requests=requests,
-            retries=self._tally.retries,
-            throttled=self._tally.throttled,
+            retries=self._retries,
+            throttled=self._throttles,
             duration_s=self.elapsed(),
             exit_code=int(code),
         )
+
+    def _write_metrics(self, summary: Summary, outcomes: dict[str, int]) -> None:
+        from .metrics import write_metrics
+
+        assert self.config.metrics_file is not None
+        try:
+            write_metrics(
+                self.config.metrics_file,
+                summary,
+                requests_by_outcome=outcomes,
+                now=self.clock.wall(),
+            )
+        except OSError as error:
+            _log.error(
+                "metrics_not_written", path=str(self.config.metrics_file), reason=error.strerror
+            )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -77,8 +78,8 @@ class Transport:
         self._timeout = timeout
         self._on_throttle = on_throttle
         self._body_limit = body_limit
-        self.requests = 0
-        """Requests sent so far (every one, whatever its outcome)."""
+        self.outcomes: Counter[str] = Counter()
+        """Requests sent so far by outcome: ok, http_4xx, http_429, http_5xx, timeout, ..."""
 
     async def request(
         self,
@@ -92,8 +93,12 @@ class Transport:
     ) -> RawResponse:
         """Send one request; raise `TransportError` when no usable answer arrives."""
         async with self._budget.slot(priority), self._in_flight:
-            self.requests += 1
-            response = await self._send(method, path, headers, params, json)
+            try:
+                response = await self._send(method, path, headers, params, json)
+            except TransportError as error:
+                self.outcomes[error.kind] += 1
+                raise
+        self.outcomes[_outcome(response.status)] += 1
         self._note_throttling(response)
         return response
 
@@ -147,6 +152,12 @@ class Transport:
             pause = MAX_THROTTLE_PAUSE
         rate = self._budget.throttle(pause)
         self._on_throttle(pause, rate)
+
+
+def _outcome(status: int) -> str:
+    if status < 300:
+        return "ok"
+    return "http_429" if status == 429 else f"http_{status // 100}xx"
 
 
 def open_session(concurrency: int, ca_bundle: str | None) -> aiohttp.ClientSession:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Protocol
 
 import pytest
@@ -36,7 +36,7 @@ async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
 class Poll(Protocol):
     def __call__(
         self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
-    ) -> Awaitable[CliRun]: ...
+    ) -> Coroutine[None, None, CliRun]: ...
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def poll(simulator: Simulator) -> Poll:
 
     def run(
         *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
-    ) -> Awaitable[CliRun]:
+    ) -> Coroutine[None, None, CliRun]:
         if env is None:
             env = clean_env(
                 LUCIDITY_BASE_URL=simulator.base_url,

@@ -77,7 +77,7 @@ async def run_cli(
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(stdin), wait_s)
-    except TimeoutError:
+    except BaseException:  # timed out, or the test cancelled us: leave no process behind
         process.kill()
         await process.wait()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class FakeApi:
     timelines: dict[int, Timeline]
     fault: Callable[[int, float], Answer | None] = lambda job_id, now: None
     latency: float = 0.2
-    requests: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
     polls: list[tuple[float, int]] = field(default_factory=list)
     budget: RateBudget | None = None
 
@@ -47,7 +48,7 @@ class FakeApi:
     async def check(self, job_id: int, *, priority: float) -> Answer:
         assert self.budget is not None
         async with self.budget.slot(priority):
-            self.requests += 1
+            self.outcomes["ok"] += 1
             now = self.clock.now()
             self.polls.append((now, job_id))
             await self.clock.sleep(self.latency)
@@ -107,7 +108,7 @@ async def test_every_job_ends_with_its_true_final_status() -> None:
     assert results(events)[2].reason == "it broke"
     assert summary(events).exit_code == 1
     assert summary(events).counts["FAILED"] == 1
-    assert summary(events).requests == api.requests
+    assert summary(events).requests == sum(api.outcomes.values())
 
 
 async def test_transitions_follow_the_lifecycle_in_order() -> None:

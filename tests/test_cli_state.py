@@ -1,0 +1,208 @@
+"""`poll --state` across runs: resume, report only what changed, locking, kill -9, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from async_poller.simulator import Simulator, SimulatorConfig
+from async_poller.state import StateStore
+
+from .conftest import TIME_SCALE, Poll
+from .helpers import clean_env, ids_arg, run_cli
+
+STATUS_PATH = "/external/client/api/v1/agent/install/status"
+
+
+def status_polls(simulator: Simulator, since: float = -1.0) -> list[int]:
+    return [
+        r.job_id
+        for r in simulator.requests
+        if r.path == STATUS_PATH and r.at > since and r.job_id is not None
+    ]
+
+
+async def test_resume_skips_final_jobs_and_reports_only_changes(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """Run 2 polls only what run 1 left unfinished; results are emitted once across runs."""
+    state = tmp_path / "state.db"
+    quick = simulator.create_jobs(4, processing_s=10.0)
+    slow = simulator.create_jobs(3, processing_s=400.0)
+    first = await poll("--state", str(state), "--deadline", "3m", *ids_arg(quick + slow))
+    assert first.code == 3
+    assert {first.results[j]["status"] for j in slow} == {"TIMED_OUT"}
+    finished_first = {j for j, r in first.results.items() if r["status"] != "TIMED_OUT"}
+    assert finished_first == set(quick)
+
+    boundary = simulator.clock.now()
+    second = await poll("--state", str(state), *ids_arg(quick + slow))
+    assert second.code in (0, 1)
+    assert set(second.results) == set(slow), "final results are emitted once across runs"
+    assert not set(status_polls(simulator, since=boundary)) & set(quick)
+    assert second.events[0]["jobs"] == 7
+    assert sum(v for k, v in second.summary["counts"].items() if k != "pending") == 7
+    first_seen = [e for e in second.of("transition") if e["job_id"] in slow][:3]
+    assert all(e["from"] is not None for e in first_seen), "transitions are relative to the store"
+
+
+async def test_once_with_state_converges(simulator: Simulator, poll: Poll, tmp_path: Path) -> None:
+    """--once runs exit 3 while anything is pending, then the exit code of the whole input."""
+    state = tmp_path / "state.db"
+    ids = simulator.create_jobs(5)
+    codes = []
+    for _ in range(40):
+        run = await poll("--once", "--state", str(state), *ids_arg(ids))
+        codes.append(run.code)
+        if run.code != 3:
+            break
+        await asyncio.sleep(0.3)
+    assert codes[0] == 3
+    assert codes[-1] in (0, 1)
+    assert run.summary["counts"]["pending"] == 0
+
+
+async def test_second_run_on_a_locked_state_file_exits_5(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """While one run holds the state file, another exits 5 at once and sends nothing."""
+    state = tmp_path / "state.db"
+    ids = simulator.create_jobs(3, processing_s=600.0)
+    holder = asyncio.create_task(poll("--state", str(state), "--deadline", "5m", *ids_arg(ids)))
+    for _ in range(200):
+        if status_polls(simulator):
+            break
+        await asyncio.sleep(0.05)
+    async with Simulator(SimulatorConfig(time_scale=TIME_SCALE)) as other:
+        env = clean_env(
+            LUCIDITY_BASE_URL=other.base_url, LUCIDITY_REFRESH_TOKEN=other.refresh_token
+        )
+        locked = await run_cli("poll", "--state", str(state), *ids_arg(ids), env=env)
+        assert locked.code == 5
+        assert locked.stdout == b""
+        assert "in use by another async-poller run" in locked.stderr
+        assert other.requests == []
+    holder.cancel()
+    await asyncio.gather(holder, return_exceptions=True)
+
+
+async def test_damaged_state_file_exits_2_and_is_kept(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """A corrupt state file is refused with exit 2 and left exactly as it was."""
+    state = tmp_path / "state.db"
+    garbage = b"this is not a database\n" * 100
+    state.write_bytes(garbage)
+    run = await poll("--state", str(state), "--id", "5")
+    assert run.code == 2
+    assert run.stdout == b""
+    assert "HINT" in run.stderr
+    assert state.read_bytes() == garbage
+    assert simulator.requests == []
+
+
+async def test_report_shows_the_audit_trail(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """`report --status FAILED` lists the failed jobs with their reasons."""
+    state = tmp_path / "state.db"
+    failed = simulator.create_jobs(2, outcome="FAILED")
+    completed = simulator.create_jobs(2, outcome="COMPLETED")
+    run = await poll("--state", str(state), *ids_arg(failed + completed))
+    assert run.code == 1
+    report = await run_cli(
+        "report", "--state", str(state), "--status", "FAILED", "--format", "jsonl"
+    )
+    assert report.code == 0, report.stderr
+    rows = [orjson.loads(line) for line in report.stdout.splitlines()]
+    assert {row["job_id"] for row in rows} == set(failed)
+    assert all(row["reason"] for row in rows)
+    table = await run_cli("report", "--state", str(state))
+    assert table.code == 0
+    assert str(failed[0]) in table.stdout.decode()
+
+
+async def test_metrics_file_is_written_and_parses(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """--metrics-file writes Prometheus text that prometheus_client parses back."""
+    metrics = tmp_path / "async_poller.prom"
+    ids = simulator.create_jobs(3, outcome="COMPLETED")
+    run = await poll("--metrics-file", str(metrics), *ids_arg(ids))
+    assert run.code == 0
+    families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+    jobs = {s.labels["status"]: s.value for s in families["async_poller_jobs"].samples}
+    assert jobs["COMPLETED"] == 3
+    requests = sum(s.value for s in families["async_poller_requests"].samples)
+    assert requests == run.summary["requests"]
+    assert "async_poller_last_success_timestamp_seconds" in families
+
+
+async def _run_and_kill(
+    args: list[str], env: dict[str, str], kill_after: float
+) -> tuple[bytes, int]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_poller",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stdout is not None
+    reading = asyncio.create_task(process.stdout.read())
+    done, _ = await asyncio.wait({reading}, timeout=kill_after)
+    if not done:
+        process.send_signal(signal.SIGKILL)
+    stdout = await reading  # EOF comes once the process is gone
+    return stdout, await process.wait()
+
+
+@pytest.mark.simulator(processing_s=120.0, spread=0.8)
+async def test_kill_9_at_random_moments_loses_nothing(simulator: Simulator, tmp_path: Path) -> None:
+    """Across many runs killed with SIGKILL at random moments, every job ends with its true
+    status, never two different ones, and a job final in the store is never polled again."""
+    state = tmp_path / "state.db"
+    ids = simulator.create_jobs(40)
+    truth = {job.id: job.final_status for job in simulator.truth()}
+    env = clean_env(
+        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
+    )
+    args = ["poll", "--time-scale", str(TIME_SCALE), "--state", str(state), *ids_arg(ids)]
+    rng = random.Random(4)
+    results: dict[int, set[tuple[str, str]]] = {}
+    rounds = kills = 0
+    while rounds < 60:
+        rounds += 1
+        if state.exists():
+            with StateStore.open(state, readonly=True) as store:
+                final_before = {job.job_id for job in store.jobs() if job.final}
+        else:
+            final_before = set()
+        boundary = simulator.clock.now()
+        stdout, code = await _run_and_kill(args, env, kill_after=rng.uniform(0.05, 1.2))
+        complete = stdout[: stdout.rfind(b"\n") + 1]  # a kill may cut the last line short
+        lines: list[dict[str, Any]] = [orjson.loads(line) for line in complete.splitlines()]
+        for event in lines:
+            if event["event"] == "result":
+                results.setdefault(event["job_id"], set()).add((event["status"], event["event_id"]))
+        assert not set(status_polls(simulator, since=boundary)) & final_before, (
+            "a job already final in the state file was polled again"
+        )
+        if code == -signal.SIGKILL:
+            kills += 1
+        elif lines and lines[-1]["event"] == "summary" and lines[-1]["counts"]["pending"] == 0:
+            break
+    assert kills >= 5, "too few runs were killed to mean anything"
+    assert all(len(seen) == 1 for seen in results.values()), "a job got two different results"
+    assert {job_id: next(iter(seen))[0] for job_id, seen in results.items()} == truth
