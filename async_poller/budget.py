@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from .clock import Clock
 from .config import Rate
 
-__all__ = ["FIRST", "RateBudget"]
+__all__ = ["FIRST", "RateBudget", "RetryBudget"]
 
 FIRST = -math.inf
 """The priority that goes before every other (token refreshes)."""
@@ -142,4 +142,39 @@ class RateBudget:
         return (
             f"RateBudget(rate={self.rate}, in_window={len(self._ended)}, "
             f"in_flight={self._in_flight}, waiting={self.waiting})"
+        )
+
+
+class RetryBudget:
+    """Early retries are at most `ratio` of first tries plus `floor` (Finagle/Envoy style).
+
+    A token bucket: it starts with `floor` tokens, each first try adds `ratio` (never above
+    `floor`), each early retry takes one. When it is empty a failed job simply waits for its
+    next regular poll, so a failing API sees no more load than a healthy one.
+    """
+
+    def __init__(self, ratio: float = 0.2, floor: int = 10) -> None:
+        self.ratio = ratio
+        self.floor = floor
+        self._tokens = float(floor)
+        self.first_tries = 0
+        self.retries = 0
+
+    def first_try(self) -> None:
+        """A request that is not an early retry was sent."""
+        self.first_tries += 1
+        self._tokens = min(float(self.floor), self._tokens + self.ratio)
+
+    def try_spend(self) -> bool:
+        """Take a token for an early retry; False when the budget is spent."""
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        self.retries += 1
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryBudget(tokens={self._tokens:.1f}, retries={self.retries}, "
+            f"first_tries={self.first_tries})"
         )

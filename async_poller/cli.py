@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -316,15 +317,25 @@ def _run_poll(args: argparse.Namespace) -> int:
 
 async def _stream(job_ids: JobIds, config: Config, stream: BinaryIO, clock: Clock) -> int:
     from .events import JsonLinesSink, Summary
-    from .scheduler import poll_jobs
+    from .scheduler import Interrupt, poll_jobs
 
     sink = JsonLinesSink(stream)
-    code = int(ExitCode.INCOMPLETE)
-    async for event in poll_jobs(job_ids, config, clock=clock):
-        sink.write(event)
+    interrupt = Interrupt()
+    loop = asyncio.get_running_loop()
+    for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
+        loop.add_signal_handler(signum, interrupt.stop, code)
+    exit_code = int(ExitCode.INCOMPLETE)
+    async for event in poll_jobs(job_ids, config, clock=clock, interrupt=interrupt):
+        try:
+            sink.write(event)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so
+            # that the interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            interrupt.stop(ExitCode.INCOMPLETE)
         if isinstance(event, Summary):
-            code = event.exit_code
-    return code
+            exit_code = event.exit_code
+    return exit_code
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 
 import structlog
 
-from .budget import RateBudget
+from .budget import RateBudget, RetryBudget
 from .client import StatusChecker, connect
 from .clock import Clock, SystemClock, rfc3339
 from .config import Config, Rate
@@ -31,7 +31,7 @@ from .responses import Answer, JobState
 from .state import StateStore
 from .transport import ThrottleListener
 
-__all__ = ["Connect", "poll_jobs", "stream_events"]
+__all__ = ["Connect", "Interrupt", "poll_jobs", "stream_events"]
 
 _log = structlog.get_logger("async_poller")
 
@@ -45,8 +45,30 @@ SPREAD_PER_JOB = 0.01
 not fire at once."""
 
 
+class Interrupt:
+    """Stops a running `poll_jobs` from outside, e.g. from a signal handler.
+
+    No new request starts, requests in flight are abandoned, unfinished jobs count as
+    `pending`, and the summary carries `exit_code`.
+    """
+
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
+        self.requested = asyncio.Event()
+
+    def stop(self, exit_code: int) -> None:
+        """Ask the run to stop (the first call's exit code wins)."""
+        if self.exit_code is None:
+            self.exit_code = exit_code
+        self.requested.set()
+
+
 async def poll_jobs(
-    ids: Iterable[int] | JobIds, config: Config, *, clock: Clock | None = None
+    ids: Iterable[int] | JobIds,
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    interrupt: Interrupt | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Poll every job in `ids` until it is final or `config.deadline` passes.
 
@@ -56,17 +78,22 @@ async def poll_jobs(
     before `start` when `config.state_file` cannot be used.
     """
     job_ids = ids if isinstance(ids, JobIds) else _distinct(ids)
-    async for event in stream_events(job_ids, config, clock or SystemClock(), connect):
+    events = stream_events(job_ids, config, clock or SystemClock(), connect, interrupt)
+    async for event in events:
         yield event
 
 
 async def stream_events(
-    job_ids: JobIds, config: Config, clock: Clock, connect: Connect
+    job_ids: JobIds,
+    config: Config,
+    clock: Clock,
+    connect: Connect,
+    interrupt: Interrupt | None = None,
 ) -> AsyncGenerator[Event, None]:
     """`poll_jobs` with every dependency explicit (tests pass a fake `connect`)."""
     store = StateStore.open(config.state_file) if config.state_file else None
     try:
-        run = _Run(job_ids, config, clock, store)
+        run = _Run(job_ids, config, clock, store, interrupt or Interrupt())
         yield run.start_event()
         for bad in job_ids.invalid:
             yield InvalidInput(
@@ -107,9 +134,15 @@ class _Run:
     """The state of one run; `execute` drives it and fills `events`."""
 
     def __init__(
-        self, job_ids: JobIds, config: Config, clock: Clock, store: StateStore | None
+        self,
+        job_ids: JobIds,
+        config: Config,
+        clock: Clock,
+        store: StateStore | None,
+        interrupt: Interrupt,
     ) -> None:
         self.config = config
+        self._interrupt = interrupt
         self.clock = clock
         self.events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._job_ids = job_ids
@@ -118,8 +151,8 @@ class _Run:
         self._jobs = [JobTracker(job_id, limits) for job_id in job_ids.ids]
         self._policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
         self._budget = RateBudget(config.rate, clock)
+        self._retry_budget = RetryBudget()
         self._counts: Counter[str] = Counter()
-        self._retries = 0
         self._throttles = 0
         self._started = clock.now()
         self._stopped = asyncio.Event()
@@ -181,7 +214,7 @@ class _Run:
                     outcomes = dict(client.outcomes)
         except PollerError as error:  # e.g. the state file failed mid-run
             self._stop(error)
-        if self._abort is None and not self.config.once:
+        if self._abort is None and not self.config.once and not self._interrupt.requested.is_set():
             with self._store.batch() if self._store else nullcontext():
                 for job in self._jobs:
                     if not job.done:
@@ -195,13 +228,16 @@ class _Run:
     async def _wait_for_end(self) -> None:
         if self._outstanding == 0:
             return
-        deadline = asyncio.create_task(self.clock.sleep(self.config.deadline))
-        stopped = asyncio.create_task(self._stopped.wait())
+        ends = {
+            asyncio.create_task(self.clock.sleep(self.config.deadline)),
+            asyncio.create_task(self._stopped.wait()),
+            asyncio.create_task(self._interrupt.requested.wait()),
+        }
         try:
-            await asyncio.wait({deadline, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            deadline.cancel()
-            stopped.cancel()
+            for end in ends:
+                end.cancel()
 
     async def _track(self, job: JobTracker, client: StatusChecker) -> None:
         try:
@@ -220,8 +256,11 @@ class _Run:
         due = self.clock.now() + self._policy.first_delay(spread)
         poll_delays = self._policy.poll_delays()
         retry_delays = self._policy.retry_delays()
+        early_retry = False
         while True:
             await self.clock.sleep(due - self.clock.now())
+            if not early_retry:
+                self._retry_budget.first_try()
             answer = await client.check(job.id, priority=due)
             step = job.observe(answer)
             self._record(job, answer, step)
@@ -231,7 +270,11 @@ class _Run:
                 poll_delays = self._policy.poll_delays()
             if step.wait is not Wait.RETRY:
                 retry_delays = self._policy.retry_delays()
-            due = self.clock.now() + self._delay(step.wait, poll_delays, retry_delays)
+            # A failed poll is retried early only while the retry budget lasts; otherwise the
+            # job just waits for its next regular poll.
+            early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
+            wait = Wait.POLL if step.wait is Wait.RETRY and not early_retry else step.wait
+            due = self.clock.now() + self._delay(wait, poll_delays, retry_delays)
 
     def _delay(
         self, wait: Wait, poll_delays: Iterator[float], retry_delays: Iterator[float]
@@ -263,7 +306,6 @@ class _Run:
                 )
             )
         if step.failure is not None:
-            self._retries += 1
             failure = step.failure
             self._emit(
                 PollError(
@@ -336,7 +378,9 @@ class _Run:
     def _summary(self, requests: int) -> Summary:
         counts = {status.value: self._counts[status] for status in FinalStatus}
         counts["pending"] = sum(not job.done for job in self._jobs)
-        if isinstance(self._abort, AuthError):
+        if self._interrupt.exit_code is not None:
+            code = self._interrupt.exit_code
+        elif isinstance(self._abort, AuthError):
             code = ExitCode.AUTH
         elif self._abort is not None:
             code = ExitCode.INCOMPLETE
@@ -347,7 +391,7 @@ class _Run:
             total=len(self._jobs),
             counts=counts,
             requests=requests,
-            retries=self._retries,
+            retries=self._retry_budget.retries,
             throttled=self._throttles,
             duration_s=self.elapsed(),
             exit_code=int(code),

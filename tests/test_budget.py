@@ -7,7 +7,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from async_poller.budget import FIRST, RateBudget
+from async_poller.budget import FIRST, RateBudget, RetryBudget
 from async_poller.config import Rate
 from async_poller.testing import VirtualClock
 
@@ -144,3 +144,21 @@ async def test_cancelled_waiter_does_not_spend_a_slot() -> None:
     assert spans == [(15.0, 15.0)]
     assert "waiting=0" in repr(budget)
     await budget.aclose()
+
+
+def test_retry_budget_allows_a_floor_then_a_fraction_of_first_tries() -> None:
+    """Ten early retries at once, then one per five first tries, never more."""
+    budget = RetryBudget(ratio=0.2, floor=10)
+    assert sum(budget.try_spend() for _ in range(50)) == 10
+    for _ in range(25):
+        budget.first_try()
+    assert sum(budget.try_spend() for _ in range(50)) == 5
+    assert budget.retries <= budget.floor + budget.ratio * budget.first_tries
+
+
+def test_retry_budget_credit_is_capped() -> None:
+    """A long healthy spell does not bank more than `floor` retries."""
+    budget = RetryBudget(ratio=0.2, floor=10)
+    for _ in range(10_000):
+        budget.first_try()
+    assert sum(budget.try_spend() for _ in range(100)) == 10

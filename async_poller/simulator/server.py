@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 from typing import Final, Self
 
@@ -30,8 +31,16 @@ class Simulator:
     `SystemClock` running `config.time_scale` times faster than real time).
     """
 
-    def __init__(self, config: SimulatorConfig = DEFAULT_CONFIG, *, clock: Clock | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig = DEFAULT_CONFIG,
+        *,
+        clock: Clock | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.config = config
+        self._tls = tls
+        """Serve https with this server context (for TLS tests); plain http when None."""
         self.clock: Clock = clock if clock is not None else SystemClock(config.time_scale)
         self._api = LucidityApi(config, self.clock)
         add_ground_truth_routes(self._api)
@@ -47,7 +56,7 @@ class Simulator:
 
     @property
     def base_url(self) -> str:
-        """`http://HOST:PORT` of the listener, once `start()` has run."""
+        """`http://HOST:PORT` (or `https://`) of the listener, once `start()` has run."""
         if self._base_url is None:
             raise RuntimeError("the simulator has no base URL yet\nHINT: await sim.start() first")
         return self._base_url
@@ -63,7 +72,7 @@ class Simulator:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=self._tls).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -71,7 +80,8 @@ class Simulator:
         bound_host, bound_port = runner.addresses[0][:2]
         self._address = (bound_host, bound_port)
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._base_url = f"http://{url_host}:{bound_port}"
+        scheme = "http" if self._tls is None else "https"
+        self._base_url = f"{scheme}://{url_host}:{bound_port}"
         return self._base_url
 
     async def stop(self) -> None:

@@ -1,0 +1,157 @@
+"""Resilience at the process level: TLS, signals, closed pipes, outages and the retry budget."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
+
+from .conftest import QUICK_JOBS, TIME_SCALE, Poll
+from .helpers import clean_env, ids_arg, run_cli
+
+
+@pytest.fixture(scope="session")
+def certificate_authority() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_simulator(certificate_authority: trustme.CA) -> AsyncIterator[Simulator]:
+    """The simulator behind https with a certificate from a private CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate_authority.issue_cert("127.0.0.1").configure_cert(context)
+    config = SimulatorConfig(time_scale=TIME_SCALE, **QUICK_JOBS)
+    async with Simulator(config, tls=context) as simulator:
+        yield simulator
+
+
+async def test_tls_to_an_unknown_ca_is_fatal(tls_simulator: Simulator) -> None:
+    """A certificate the system does not trust stops the run with a TLS message, no retries."""
+    ids = tls_simulator.create_jobs(2)
+    env = clean_env(
+        LUCIDITY_BASE_URL=tls_simulator.base_url,
+        LUCIDITY_REFRESH_TOKEN=tls_simulator.refresh_token,
+    )
+    run = await run_cli("poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids), env=env)
+    assert run.code == 3
+    assert "TLS failure" in run.stderr
+    assert "certificate verify failed" in run.stderr
+    assert run.summary["counts"]["pending"] == 2
+    assert tls_simulator.requests == [], "the handshake failed, so no request was made"
+
+
+async def test_ca_bundle_makes_a_private_ca_trusted(
+    tls_simulator: Simulator, certificate_authority: trustme.CA, tmp_path: Path
+) -> None:
+    """--ca-bundle trusts a private CA; polling over https then works end to end."""
+    bundle = tmp_path / "ca.pem"
+    certificate_authority.cert_pem.write_to_path(str(bundle))
+    ids = tls_simulator.create_jobs(3)
+    env = clean_env(
+        LUCIDITY_BASE_URL=tls_simulator.base_url,
+        LUCIDITY_REFRESH_TOKEN=tls_simulator.refresh_token,
+    )
+    run = await run_cli(
+        "poll", "--time-scale", str(TIME_SCALE), "--ca-bundle", str(bundle), *ids_arg(ids), env=env
+    )
+    assert run.code in (0, 1), run.stderr
+    assert set(run.results) == set(ids)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_signals_write_a_summary_and_exit_promptly(
+    simulator: Simulator, signum: signal.Signals, code: int
+) -> None:
+    """SIGTERM/SIGINT stop the run: summary last with pending jobs, exit 143/130, no traceback."""
+    ids = simulator.create_jobs(6, processing_s=3600.0)
+    env = clean_env(
+        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_poller",
+        "poll",
+        "--time-scale",
+        str(TIME_SCALE),
+        *ids_arg(ids),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    first = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert b'"event":"start"' in first
+    while b'"transition"' not in await asyncio.wait_for(process.stdout.readline(), 30):
+        pass
+    process.send_signal(signum)
+    rest, stderr = await asyncio.wait_for(process.communicate(), 5)
+    assert process.returncode == code
+    summary = rest.splitlines()[-1]
+    assert b'"event":"summary"' in summary
+    assert f'"exit_code":{code}'.encode() in summary
+    assert b'"pending":6' in summary
+    assert b"Traceback" not in stderr
+
+
+async def test_a_closed_stdout_ends_the_run_quietly(simulator: Simulator) -> None:
+    """`poll ... | head -1`: the run stops when the reader goes, with no traceback."""
+    ids = simulator.create_jobs(5, processing_s=3600.0)
+    env = clean_env(
+        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
+    )
+    command = (
+        f"{sys.executable} -m async_poller poll --time-scale {TIME_SCALE} "
+        f"{' '.join(ids_arg(ids))} | head -1"
+    )
+    process = await asyncio.create_subprocess_shell(
+        f"set -o pipefail; {command}",
+        executable="/bin/bash",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert stdout.count(b"\n") == 1
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipe" not in stderr
+    assert process.returncode == 3
+
+
+@pytest.mark.simulator(faults=FaultPlan(windows=((0.0, 600.0, "http_503"),)))
+async def test_an_outage_is_ridden_out_within_the_retry_budget(
+    simulator: Simulator, poll: Poll
+) -> None:
+    """Ten simulated minutes of 503s: nothing ends early, early retries stay within the
+    budget, and once the API recovers every job completes."""
+    ids = simulator.create_jobs(30)
+    run = await poll(*ids_arg(ids))
+    assert run.code in (0, 1), run.stderr
+    assert len(run.results) == 30
+    assert run.of("poll_error")
+    first_tries = run.summary["requests"] - run.summary["retries"]
+    assert run.summary["retries"] <= 10 + 0.2 * first_tries
+    assert simulator.max_in_window(60.0) <= 45
+
+
+@pytest.mark.simulator(faults=FaultPlan(windows=((0.0, math.inf, "token_500"),)))
+async def test_a_failing_token_endpoint_is_retried_until_the_deadline(
+    simulator: Simulator, poll: Poll
+) -> None:
+    """Refresh answers 500 forever: refreshes are retried with backoff, jobs end TIMED_OUT."""
+    ids = simulator.create_jobs(3)
+    run = await poll("--deadline", "5m", *ids_arg(ids))
+    assert run.code == 3
+    assert {r["status"] for r in run.results.values()} == {"TIMED_OUT"}
+    refreshes = [r for r in simulator.requests if r.path.endswith("/refresh")]
+    assert 3 <= len(refreshes) <= 15, "backoff, not a storm"
