@@ -51,6 +51,10 @@ class RateBudget:
         self._recover(self._clock.now())
         return Rate(self._limit, self._rate.period)
 
+    def paused_for(self) -> float:
+        """Seconds until a throttling pause ends (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock.now())
+
     @property
     def waiting(self) -> int:
         """How many requests are waiting for a slot."""

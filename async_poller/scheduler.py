@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 
 import structlog
 
@@ -31,7 +32,7 @@ from .responses import Answer, JobState
 from .state import StateStore
 from .transport import ThrottleListener
 
-__all__ = ["Connect", "Interrupt", "poll_jobs", "stream_events"]
+__all__ = ["Connect", "Interrupt", "Snapshot", "TickListener", "poll_jobs", "stream_events"]
 
 _log = structlog.get_logger("async_poller")
 
@@ -43,6 +44,28 @@ Connect = Callable[
 SPREAD_PER_JOB = 0.01
 """First polls are spread over 10 ms per job (at most `min_delay`), so a large batch does
 not fire at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The run at a glance, for progress displays and heartbeats."""
+
+    elapsed_s: float
+    deadline_in_s: float
+    total: int
+    counts: Mapping[str, int]
+    """Jobs final so far, by final status."""
+    pending: int
+    requests: int
+    rate: str
+    """The request budget in force (lower than configured after throttling)."""
+    paused_for_s: float
+    """Seconds until a throttling pause ends; 0 when not throttled."""
+    waiting: int
+    """Requests waiting for a slot in the budget."""
+
+
+TickListener = Callable[[Snapshot], None]
 
 
 class Interrupt:
@@ -69,16 +92,22 @@ async def poll_jobs(
     *,
     clock: Clock | None = None,
     interrupt: Interrupt | None = None,
+    on_tick: TickListener | None = None,
+    tick_s: float = 1.0,
 ) -> AsyncGenerator[Event, None]:
     """Poll every job in `ids` until it is final or `config.deadline` passes.
 
     Yields `start`, then `invalid_input` for skipped lines (when `ids` is a `JobIds`), then
     `transition`, `result`, `poll_error` and `throttled` as they happen, and `summary` last.
     Leaving the loop early cancels the run cleanly. Raises `StateLocked` or `StateError`
-    before `start` when `config.state_file` cannot be used.
+    before `start` when `config.state_file` cannot be used. `interrupt` stops the run from
+    outside; `on_tick` gets a `Snapshot` every `tick_s` clock seconds.
     """
     job_ids = ids if isinstance(ids, JobIds) else _distinct(ids)
-    events = stream_events(job_ids, config, clock or SystemClock(), connect, interrupt)
+    ticks = (on_tick, tick_s) if on_tick is not None else None
+    events = stream_events(
+        job_ids, config, clock or SystemClock(), connect, interrupt=interrupt, ticks=ticks
+    )
     async for event in events:
         yield event
 
@@ -88,12 +117,15 @@ async def stream_events(
     config: Config,
     clock: Clock,
     connect: Connect,
+    *,
     interrupt: Interrupt | None = None,
+    ticks: tuple[TickListener, float] | None = None,
 ) -> AsyncGenerator[Event, None]:
     """`poll_jobs` with every dependency explicit (tests pass a fake `connect`)."""
     store = StateStore.open(config.state_file) if config.state_file else None
     try:
         run = _Run(job_ids, config, clock, store, interrupt or Interrupt())
+        run.ticks = ticks
         yield run.start_event()
         for bad in job_ids.invalid:
             yield InvalidInput(
@@ -143,6 +175,7 @@ class _Run:
     ) -> None:
         self.config = config
         self._interrupt = interrupt
+        self.ticks: tuple[TickListener, float] | None = None
         self.clock = clock
         self.events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._job_ids = job_ids
@@ -204,6 +237,8 @@ class _Run:
                     for job in self._jobs
                     if not job.done
                 ]
+                if self.ticks is not None:
+                    tasks.append(asyncio.create_task(self._tick(client, *self.ticks)))
                 try:
                     await self._wait_for_end()
                 finally:
@@ -224,6 +259,25 @@ class _Run:
             self._write_metrics(summary, outcomes)
         self._emit(summary)
         self.events.put_nowait(None)
+
+    async def _tick(self, client: StatusChecker, listener: TickListener, every: float) -> None:
+        while True:
+            await self.clock.sleep(every)
+            listener(self.snapshot(client))
+
+    def snapshot(self, client: StatusChecker) -> Snapshot:
+        """Where the run stands now."""
+        return Snapshot(
+            elapsed_s=self.elapsed(),
+            deadline_in_s=max(0.0, self.config.deadline - self.elapsed()),
+            total=len(self._jobs),
+            counts=dict(self._counts),
+            pending=sum(not job.done for job in self._jobs),
+            requests=sum(client.outcomes.values()),
+            rate=str(self._budget.rate),
+            paused_for_s=round(self._budget.paused_for(), 3),
+            waiting=self._budget.waiting,
+        )
 
     async def _wait_for_end(self) -> None:
         if self._outstanding == 0:

@@ -18,7 +18,7 @@ from async_poller.events import Event, PollError, Result, Start, Summary, Transi
 from async_poller.ids import JobIds
 from async_poller.redact import Secret
 from async_poller.responses import Answer, JobState, NotFound, RetryLater
-from async_poller.scheduler import stream_events
+from async_poller.scheduler import Snapshot, stream_events
 from async_poller.testing import VirtualClock
 from async_poller.transport import ThrottleListener
 
@@ -272,3 +272,19 @@ async def test_first_polls_are_spread() -> None:
     firsts = [t for t, _ in api.polls]
     assert len(set(firsts)) > 450
     assert 4.0 < max(firsts) - min(firsts) <= 5.0
+
+
+async def test_ticks_report_progress_in_clock_time() -> None:
+    """on_tick gets a snapshot every tick_s clock seconds with counts that only grow."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: lifecycle(100.0 * n) for n in range(1, 6)})
+    snapshots: list[Snapshot] = []
+    job_ids = JobIds(ids=list(range(1, 6)), invalid=[], duplicates=0)
+    events = stream_events(job_ids, config(), clock, api.connect, ticks=(snapshots.append, 60.0))
+    async for _ in events:
+        pass
+    assert [round(s.elapsed_s) for s in snapshots[:3]] == [60, 120, 180]
+    finished = [sum(s.counts.values()) for s in snapshots]
+    assert finished == sorted(finished)
+    assert all(s.total == 5 for s in snapshots)
+    assert snapshots[-1].pending == 5 - finished[-1]
