@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from .clock import Clock
+from .clock import Clock, TimerHandle
 from .config import Rate
 
 __all__ = ["FIRST", "RateBudget", "RetryBudget"]
@@ -42,7 +42,7 @@ class RateBudget:
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._paused_until = -math.inf
-        self._wakeup: asyncio.Task[None] | None = None
+        self._wakeup: TimerHandle | None = None
         self._wakeup_at = math.inf
 
     @property
@@ -124,15 +124,14 @@ class RateBudget:
             self._last_adjust += periods * self._rate.period
 
     def _wake_at(self, when: float) -> None:
-        if self._wakeup is not None and not self._wakeup.done() and self._wakeup_at <= when:
+        if self._wakeup is not None and self._wakeup_at <= when:
             return
         if self._wakeup is not None:
             self._wakeup.cancel()
         self._wakeup_at = when
-        self._wakeup = asyncio.get_running_loop().create_task(self._sleep_then_dispatch(when))
+        self._wakeup = self._clock.call_later(when - self._clock.now(), self._on_wakeup)
 
-    async def _sleep_then_dispatch(self, when: float) -> None:
-        await self._clock.sleep(when - self._clock.now())
+    def _on_wakeup(self) -> None:
         self._wakeup, self._wakeup_at = None, math.inf
         self._dispatch()
 
@@ -140,7 +139,7 @@ class RateBudget:
         """Stop the internal timer (call when the run ends)."""
         if self._wakeup is not None:
             self._wakeup.cancel()
-            await asyncio.gather(self._wakeup, return_exceptions=True)
+            self._wakeup = None
 
     def __repr__(self) -> str:
         return (

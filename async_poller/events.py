@@ -22,6 +22,7 @@ __all__ = [
     "JsonLinesSink",
     "PollError",
     "Result",
+    "RunWarning",
     "Start",
     "Summary",
     "Throttled",
@@ -113,6 +114,17 @@ class Throttled:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunWarning:
+    """Something the operator should know before trusting the run (e.g. a short budget)."""
+
+    name: ClassVar[str] = "warning"
+    ts: str
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Summary:
     """Once, last: how the run ended."""
 
@@ -127,7 +139,7 @@ class Summary:
     exit_code: int
 
 
-Event = Start | Transition | Result | InvalidInput | PollError | Throttled | Summary
+Event = Start | Transition | Result | InvalidInput | PollError | Throttled | RunWarning | Summary
 
 # Fields left out of the line when they are None; every other field is always present.
 _OMIT_WHEN_NONE: Final = frozenset({"reason", "details", "message"})

@@ -19,13 +19,14 @@ class VirtualClock:
     """A `Clock` that auto-advances to the next timer once the event loop has nothing to run.
 
     Only for code whose tasks wait on this clock or on each other, not on real I/O: a task
-    blocked on a socket looks idle, and time would jump past it.
+    blocked on a socket looks idle, and time would jump past it. Use one clock per test:
+    two clocks with live timers in one loop each see the other's driver as work to do.
     """
 
     def __init__(self, start: float = 0.0, wall_start: float = 1_800_000_000.0) -> None:
         self._now = start
         self._wall_offset = wall_start - start
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, _Timer]] = []
         self._sequence = itertools.count()
         self._driver: asyncio.Task[None] | None = None
 
@@ -42,32 +43,57 @@ class VirtualClock:
             if not future.done():
                 future.set_result(None)
 
-        self.call_later(max(0.0, seconds), wake)
-        await future
+        timer = self.call_later(max(0.0, seconds), wake)
+        try:
+            await future
+        finally:
+            timer.cancel()
 
     def timeout(self, seconds: float) -> _VirtualTimeout:
         return _VirtualTimeout(self, seconds)
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _Timer:
         """Run `callback` once the clock reaches now + `delay`."""
-        heapq.heappush(self._timers, (self._now + delay, next(self._sequence), callback))
+        timer = _Timer(callback)
+        heapq.heappush(self._timers, (self._now + max(0.0, delay), next(self._sequence), timer))
         if self._driver is None or self._driver.done():
             self._driver = asyncio.get_running_loop().create_task(self._drive())
+        return timer
 
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
         while self._timers:
+            # Drop called-off timers first: an idle clock must let its driver end, or two
+            # clocks' drivers would keep each other "busy" forever.
+            while self._timers and self._timers[0][2].cancelled:
+                heapq.heappop(self._timers)
+            if not self._timers:
+                break
             await asyncio.sleep(0)
             # `_ready` holds the callbacks runnable now; only when it is empty is every task
             # blocked, and only then may time jump. CPython has kept this attribute since 3.4.
             if getattr(loop, "_ready", ()):
                 continue
-            when, _, callback = heapq.heappop(self._timers)
-            self._now = max(self._now, when)
-            callback()
+            when, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self._now = max(self._now, when)
+                timer.callback()
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self._now:.3f}, timers={len(self._timers)})"
+
+
+class _Timer:
+    """A callback waiting in a `VirtualClock`; `cancel()` calls it off."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class _VirtualTimeout:
@@ -77,15 +103,15 @@ class _VirtualTimeout:
         self._clock = clock
         self._seconds = seconds
         self._task: asyncio.Task[object] | None = None
+        self._timer: _Timer | None = None
         self._expired = False
-        self._exited = False
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
-        self._clock.call_later(max(0.0, self._seconds), self._expire)
+        self._timer = self._clock.call_later(max(0.0, self._seconds), self._expire)
 
     def _expire(self) -> None:
-        if not self._exited and self._task is not None:
+        if self._task is not None:
             self._expired = True
             self._task.cancel()
 
@@ -95,7 +121,8 @@ class _VirtualTimeout:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exited = True
+        if self._timer is not None:
+            self._timer.cancel()
         cancelled_by_us = self._expired and exc_type is asyncio.CancelledError
         if cancelled_by_us and self._task is not None and self._task.uncancel() == 0:
             raise TimeoutError from exc

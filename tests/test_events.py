@@ -13,6 +13,7 @@ from async_poller.events import (
     JsonLinesSink,
     PollError,
     Result,
+    RunWarning,
     Start,
     Summary,
     Throttled,
@@ -49,6 +50,12 @@ ONE_OF_EACH: list[Event] = [
     InvalidInput(ts=TS, source="ids.txt", line=3, preview="12a", reason="inline text after id"),
     PollError(ts=TS, job_id=1, kind="timeout", http_status=None, attempt=1),
     Throttled(ts=TS, retry_after_s=7.0, rate="22/min"),
+    RunWarning(
+        ts=TS,
+        code="budget_short",
+        message="the budget (45/min) cannot poll 300 jobs once per --max-delay (2m)",
+        details={"jobs": 300, "budget_per_min": 45.0},
+    ),
     Summary(
         ts=TS,
         total=3,

@@ -14,7 +14,7 @@ from async_poller.budget import RateBudget
 from async_poller.clock import Clock
 from async_poller.config import Config, Credentials, Rate
 from async_poller.errors import AuthError
-from async_poller.events import Event, PollError, Result, Start, Summary, Transition
+from async_poller.events import Event, PollError, Result, RunWarning, Start, Summary, Transition
 from async_poller.ids import JobIds
 from async_poller.redact import Secret
 from async_poller.responses import Answer, JobState, NotFound, RetryLater
@@ -288,3 +288,58 @@ async def test_ticks_report_progress_in_clock_time() -> None:
     assert finished == sorted(finished)
     assert all(s.total == 5 for s in snapshots)
     assert snapshots[-1].pending == 5 - finished[-1]
+
+
+async def test_no_job_waits_beyond_a_bounded_multiple_of_its_fair_share() -> None:
+    """Under a short budget every job is polled again within max_delay plus one fair round."""
+    clock = VirtualClock()
+    jobs = 150
+    api = FakeApi(clock, {n: lifecycle(5000.0 + n) for n in range(1, jobs + 1)})
+    settings = config(rate=Rate(30, 60.0), deadline=3000.0)
+    await run(api, list(range(1, jobs + 1)), settings)
+    fair_round = jobs / settings.rate.per_second
+    by_job: dict[int, list[float]] = {}
+    for at, job_id in api.polls:
+        by_job.setdefault(job_id, []).append(at)
+    worst = max(b - a for times in by_job.values() for a, b in itertools.pairwise(times))
+    assert worst <= settings.max_delay + 1.5 * fair_round
+    assert min(len(times) for times in by_job.values()) >= 3, "no job is starved"
+
+
+async def test_overdue_jobs_go_first_when_the_budget_is_short() -> None:
+    """With one request a minute, the job whose poll is most overdue is served first."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: [(0, "PROCESSING")] for n in (1, 2, 3)})
+    settings = config(rate=Rate(1, 60.0), min_delay=0.0, max_delay=600.0, deadline=400.0)
+    await run(api, [1, 2, 3], settings)
+    order = [job_id for _, job_id in api.polls]
+    assert order[:3] == sorted(order[:3], key=order[:3].index)
+    assert len(set(order[:3])) == 3, "each job is polled once before any is polled twice"
+
+
+async def test_final_sweep_rechecks_every_job_before_the_deadline() -> None:
+    """Just before the deadline every unfinished job is polled once more, stalest first."""
+    clock = VirtualClock()
+    ids = list(range(1, 21))
+    api = FakeApi(clock, {n: lifecycle(10_000.0) for n in ids})
+    settings = config(min_delay=500.0, max_delay=500.0, deadline=800.0, rate=Rate(60, 60.0))
+    events = await run(api, ids, settings)
+    last_poll = {job_id: at for at, job_id in api.polls}
+    sweep_window = min(len(ids) / settings.rate.per_second, settings.deadline / 4)
+    assert all(at >= settings.deadline - sweep_window for at in last_poll.values())
+    assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
+
+
+async def test_a_short_budget_is_announced_with_numbers() -> None:
+    """A warning event says when the budget cannot poll every job once per max_delay."""
+    clock = VirtualClock()
+    ids = list(range(1, 301))
+    api = FakeApi(clock, {n: [(0, "COMPLETED")] for n in ids})
+    events = await run(api, ids, config())
+    [warning] = [e for e in events if isinstance(e, RunWarning)]
+    assert warning.code == "budget_short"
+    assert warning.details["needed_per_min"] == 150.0
+    assert warning.details["budget_per_min"] == 45.0
+    assert "6m40s" in warning.message
+    few = await run(FakeApi(VirtualClock(), {1: [(0, "COMPLETED")]}), [1], config())
+    assert not [e for e in few if isinstance(e, RunWarning)]

@@ -1,0 +1,287 @@
+"""One run: a coroutine per job, the shared budgets, the deadline, the sweep and the end.
+
+`Run.execute` starts a task per unfinished job and waits for the first of: every job final,
+the deadline, an interrupt, or a fatal error. Whatever ends it, the summary is emitted last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+
+import structlog
+
+from .budget import RateBudget, RetryBudget
+from .client import StatusChecker
+from .clock import Clock
+from .config import Config
+from .errors import AuthError, PollerError
+from .events import Summary
+from .ids import JobIds
+from .job import Ending, GiveUpLimits, JobTracker, Wait
+from .ledger import Ledger
+from .outcome import ExitCode, FinalStatus, exit_code_for
+from .policy import DelayPolicy
+from .state import StateStore
+from .sweep import FinalSweep
+from .transport import ThrottleListener
+
+__all__ = ["Connect", "Interrupt", "Run", "Snapshot", "TickListener"]
+
+_log = structlog.get_logger("async_poller")
+
+SPREAD_PER_JOB = 0.01
+"""First polls are spread over 10 ms per job (at most `min_delay`), so a large batch does
+not fire at once."""
+
+Connect = Callable[
+    [Config, Clock, RateBudget, ThrottleListener], AbstractAsyncContextManager[StatusChecker]
+]
+"""Opens the way to the API: `client.connect` for real HTTP, a fake in scheduler tests."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The run at a glance, for progress displays and heartbeats."""
+
+    elapsed_s: float
+    deadline_in_s: float
+    total: int
+    counts: Mapping[str, int]
+    """Jobs final so far, by final status."""
+    pending: int
+    requests: int
+    rate: str
+    """The request budget in force (lower than configured after throttling)."""
+    paused_for_s: float
+    """Seconds until a throttling pause ends; 0 when not throttled."""
+    waiting: int
+    """Requests waiting for a slot in the budget."""
+
+
+TickListener = Callable[[Snapshot], None]
+
+
+class Interrupt:
+    """Stops a running `poll_jobs` from outside, e.g. from a signal handler.
+
+    No new request starts, requests in flight are abandoned, unfinished jobs count as
+    `pending`, and the summary carries `exit_code`.
+    """
+
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
+        self.requested = asyncio.Event()
+
+    def stop(self, exit_code: int) -> None:
+        """Ask the run to stop (the first call's exit code wins)."""
+        if self.exit_code is None:
+            self.exit_code = exit_code
+        self.requested.set()
+
+
+class Run:
+    """The state of one run; `execute` drives it, `ledger.events` carries what happened."""
+
+    def __init__(
+        self,
+        job_ids: JobIds,
+        config: Config,
+        clock: Clock,
+        *,
+        store: StateStore | None = None,
+        interrupt: Interrupt | None = None,
+        ticks: tuple[TickListener, float] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.ledger = Ledger(clock, store)
+        limits = GiveUpLimits(config.max_unknown, config.max_not_found, config.max_bad_responses)
+        self.jobs = [JobTracker(job_id, limits) for job_id in job_ids.ids]
+        self._interrupt = interrupt or Interrupt()
+        self._ticks = ticks
+        self._policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
+        self._budget = RateBudget(config.rate, clock)
+        self._retry_budget = RetryBudget()
+        self._sweep = FinalSweep(clock)
+        self._stopped = asyncio.Event()
+        self._abort: PollerError | None = None
+        self.ledger.resume(self.jobs)
+        self._outstanding = self.unfinished()
+
+    def unfinished(self) -> int:
+        return sum(not job.done for job in self.jobs)
+
+    async def execute(self, connect: Connect) -> None:
+        """Poll every job, then emit the summary and close the event stream."""
+        outcomes: dict[str, int] = {}
+        try:
+            async with connect(
+                self.config, self.clock, self._budget, self.ledger.throttled
+            ) as client:
+                tasks = [
+                    asyncio.create_task(self._track(j, client)) for j in self.jobs if not j.done
+                ]
+                if self._ticks is not None:
+                    tasks.append(asyncio.create_task(self._tick(client, *self._ticks)))
+                self._sweep.schedule(self._sweep_start() - self.ledger.elapsed())
+                try:
+                    await self._wait_for_end()
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await self._budget.aclose()
+                    self._sweep.cancel()
+                    outcomes = dict(client.outcomes)
+        except PollerError as error:  # e.g. the state file failed mid-run
+            self.stop(error)
+        if self._abort is None and not self.config.once and not self._interrupt.requested.is_set():
+            store = self.ledger.store
+            with store.batch() if store is not None else nullcontext():
+                for job in self.jobs:
+                    if not job.done:
+                        self.ledger.finish(job, Ending(FinalStatus.TIMED_OUT, job.last_error))
+        summary = self.ledger.summary(
+            self.jobs,
+            requests=sum(outcomes.values()),
+            retries=self._retry_budget.retries,
+            exit_code=self._exit_code(),
+        )
+        if self.config.metrics_file is not None:
+            self._write_metrics(summary, outcomes)
+        self.ledger.emit(summary)
+        self.ledger.events.put_nowait(None)
+
+    def _exit_code(self) -> int:
+        if self._interrupt.exit_code is not None:
+            return self._interrupt.exit_code
+        if isinstance(self._abort, AuthError):
+            return ExitCode.AUTH
+        if self._abort is not None:
+            return ExitCode.INCOMPLETE
+        return exit_code_for(self.ledger.final_counts(self.jobs))
+
+    def stop(self, error: PollerError) -> None:
+        """End the run because of `error` (the first one is kept)."""
+        if self._abort is None:
+            self._abort = error
+            _log.error("run_aborted", reason=str(error))
+        self._stopped.set()
+
+    def _settle(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._stopped.set()
+
+    async def _wait_for_end(self) -> None:
+        if self._outstanding == 0:
+            return
+        ends = {
+            asyncio.create_task(self.clock.sleep(self.config.deadline)),
+            asyncio.create_task(self._stopped.wait()),
+            asyncio.create_task(self._interrupt.requested.wait()),
+        }
+        try:
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for end in ends:
+                end.cancel()
+
+    async def _track(self, job: JobTracker, client: StatusChecker) -> None:
+        try:
+            await self._poll_until_final(job, client)
+        except PollerError as error:
+            self.stop(error)
+            return
+        except Exception as error:  # a bug must not lose the job silently
+            _log.exception("internal_error", job_id=job.id)
+            self.ledger.finish(
+                job, Ending(FinalStatus.ERROR, f"internal error: {type(error).__name__}")
+            )
+        self._settle()  # final, or checked once under --once
+
+    async def _poll_until_final(self, job: JobTracker, client: StatusChecker) -> None:
+        spread = min(self.config.min_delay, SPREAD_PER_JOB * len(self.jobs))
+        due = self.clock.now() + self._policy.first_delay(spread)
+        poll_delays = self._policy.poll_delays()
+        retry_delays = self._policy.retry_delays()
+        early_retry = False
+        asked = -math.inf
+        while True:
+            await self._sweep.nap(job.id, due - self.clock.now())
+            if not early_retry:
+                self._retry_budget.first_try()
+            # Earliest-overdue first; in the final sweep, the job asked longest ago first.
+            priority = asked if self._sweep.started else due
+            asked = self.clock.now()
+            answer = await client.check(job.id, priority=priority)
+            step = job.observe(answer)
+            self.ledger.record(job, answer, step)
+            if job.done or (self.config.once and step.wait not in (Wait.RETRY, Wait.NOW)):
+                return
+            if step.wait is Wait.RESTART:
+                poll_delays = self._policy.poll_delays()
+            if step.wait is not Wait.RETRY:
+                retry_delays = self._policy.retry_delays()
+            # A failed poll is retried early only while the retry budget lasts; otherwise the
+            # job just waits for its next regular poll.
+            early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
+            wait = Wait.POLL if step.wait is Wait.RETRY and not early_retry else step.wait
+            due = self.clock.now() + self._delay(wait, poll_delays, retry_delays)
+
+    def _delay(
+        self, wait: Wait, poll_delays: Iterator[float], retry_delays: Iterator[float]
+    ) -> float:
+        if wait is Wait.RETRY:
+            return next(retry_delays)
+        if wait is Wait.RECHECK:
+            return self._policy.unknown_delay(self.config.unknown_delay)
+        if wait is Wait.NOW:
+            return 0.0  # the shared budget holds everyone back until the pause ends
+        return next(poll_delays)
+
+    def _sweep_start(self) -> float:
+        """When the final sweep begins: as long before the deadline as polling every
+        unfinished job once takes at the configured rate, but within the last quarter."""
+        window = min(self.unfinished() / self.config.rate.per_second, self.config.deadline / 4)
+        return self.config.deadline - window
+
+    async def _tick(self, client: StatusChecker, listener: TickListener, every: float) -> None:
+        while True:
+            await self.clock.sleep(every)
+            listener(self.snapshot(client))
+
+    def snapshot(self, client: StatusChecker) -> Snapshot:
+        """Where the run stands now."""
+        elapsed = self.ledger.elapsed()
+        return Snapshot(
+            elapsed_s=elapsed,
+            deadline_in_s=max(0.0, self.config.deadline - elapsed),
+            total=len(self.jobs),
+            counts=dict(self.ledger.counts),
+            pending=self.unfinished(),
+            requests=sum(client.outcomes.values()),
+            rate=str(self._budget.rate),
+            paused_for_s=round(self._budget.paused_for(), 3),
+            waiting=self._budget.waiting,
+        )
+
+    def _write_metrics(self, summary: Summary, outcomes: dict[str, int]) -> None:
+        from .metrics import write_metrics  # prometheus_client, only when asked for
+
+        assert self.config.metrics_file is not None
+        try:
+            write_metrics(
+                self.config.metrics_file,
+                summary,
+                requests_by_outcome=outcomes,
+                now=self.clock.wall(),
+            )
+        except OSError as error:
+            path = str(self.config.metrics_file)
+            _log.error("metrics_not_written", path=path, reason=error.strerror)
