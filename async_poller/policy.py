@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import backoff
 
-__all__ = ["DelayPolicy"]
+__all__ = ["DelayPolicy", "Pacing"]
 
 _SMALLEST_STEP = 0.001  # backoff.expo with factor 0 would never grow
 
@@ -55,6 +55,37 @@ class DelayPolicy:
 
     def _clamp(self, delay: float) -> float:
         return min(self.max_delay, max(self.min_delay, delay))
+
+
+class Pacing:
+    """One job's place in its delay sequences.
+
+    The sequences start only when first needed, so the many jobs still waiting for their
+    first poll in a large run cost no generator.
+    """
+
+    __slots__ = ("_policy", "_polls", "_retries")
+
+    def __init__(self, policy: DelayPolicy) -> None:
+        self._policy = policy
+        self._polls: Iterator[float] | None = None
+        self._retries: Iterator[float] | None = None
+
+    def next_poll(self, *, restart: bool = False) -> float:
+        """The delay to the next regular poll; `restart` goes back to `min_delay`."""
+        if restart or self._polls is None:
+            self._polls = self._policy.poll_delays()
+        return next(self._polls)
+
+    def next_retry(self) -> float:
+        """The delay before retrying a failed poll."""
+        if self._retries is None:
+            self._retries = self._policy.retry_delays()
+        return next(self._retries)
+
+    def answered(self) -> None:
+        """A poll got an answer: the next failure starts the retry delays over."""
+        self._retries = None
 
 
 def _expo(base: float, first: float, cap: float) -> Iterator[float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ from .ids import JobIds
 from .job import Ending, GiveUpLimits, JobTracker, Wait
 from .ledger import Ledger
 from .outcome import ExitCode, FinalStatus, exit_code_for
-from .policy import DelayPolicy
+from .policy import DelayPolicy, Pacing
 from .state import StateStore
 from .sweep import FinalSweep
 from .transport import ThrottleListener
@@ -193,57 +193,49 @@ class Run:
                 end.cancel()
 
     async def _track(self, job: JobTracker, client: StatusChecker) -> None:
+        """Poll `job` until it is final (or, under --once, answered once)."""
         try:
-            await self._poll_until_final(job, client)
+            spread = min(self.config.min_delay, SPREAD_PER_JOB * len(self.jobs))
+            due = self.clock.now() + self._policy.first_delay(spread)
+            pacing = None
+            early_retry = False
+            asked = -math.inf
+            while True:
+                await self._sweep.nap(due - self.clock.now())
+                if not early_retry:
+                    self._retry_budget.first_try()
+                # Earliest-overdue first; in the final sweep, the job asked longest ago first.
+                priority = asked if self._sweep.started else due
+                asked = self.clock.now()
+                answer = await client.check(job.id, priority=priority)
+                step = job.observe(answer)
+                self.ledger.record(job, answer, step)
+                if job.done or (self.config.once and step.wait not in (Wait.RETRY, Wait.NOW)):
+                    break
+                pacing = pacing or Pacing(self._policy)
+                if step.wait is not Wait.RETRY:
+                    pacing.answered()
+                # A failed poll is retried early only while the retry budget lasts;
+                # otherwise the job just waits for its next regular poll.
+                early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
+                due = self.clock.now() + self._delay(step.wait, pacing, early_retry)
         except PollerError as error:
             self.stop(error)
             return
         except Exception as error:  # a bug must not lose the job silently
             _log.exception("internal_error", job_id=job.id)
-            self.ledger.finish(
-                job, Ending(FinalStatus.ERROR, f"internal error: {type(error).__name__}")
-            )
-        self._settle()  # final, or checked once under --once
+            reason = f"internal error: {type(error).__name__}"
+            self.ledger.finish(job, Ending(FinalStatus.ERROR, reason))
+        self._settle()
 
-    async def _poll_until_final(self, job: JobTracker, client: StatusChecker) -> None:
-        spread = min(self.config.min_delay, SPREAD_PER_JOB * len(self.jobs))
-        due = self.clock.now() + self._policy.first_delay(spread)
-        poll_delays = self._policy.poll_delays()
-        retry_delays = self._policy.retry_delays()
-        early_retry = False
-        asked = -math.inf
-        while True:
-            await self._sweep.nap(job.id, due - self.clock.now())
-            if not early_retry:
-                self._retry_budget.first_try()
-            # Earliest-overdue first; in the final sweep, the job asked longest ago first.
-            priority = asked if self._sweep.started else due
-            asked = self.clock.now()
-            answer = await client.check(job.id, priority=priority)
-            step = job.observe(answer)
-            self.ledger.record(job, answer, step)
-            if job.done or (self.config.once and step.wait not in (Wait.RETRY, Wait.NOW)):
-                return
-            if step.wait is Wait.RESTART:
-                poll_delays = self._policy.poll_delays()
-            if step.wait is not Wait.RETRY:
-                retry_delays = self._policy.retry_delays()
-            # A failed poll is retried early only while the retry budget lasts; otherwise the
-            # job just waits for its next regular poll.
-            early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
-            wait = Wait.POLL if step.wait is Wait.RETRY and not early_retry else step.wait
-            due = self.clock.now() + self._delay(wait, poll_delays, retry_delays)
-
-    def _delay(
-        self, wait: Wait, poll_delays: Iterator[float], retry_delays: Iterator[float]
-    ) -> float:
+    def _delay(self, wait: Wait, pacing: Pacing, early_retry: bool) -> float:
         if wait is Wait.RETRY:
-            return next(retry_delays)
+            return pacing.next_retry() if early_retry else pacing.next_poll()
         if wait is Wait.RECHECK:
             return self._policy.unknown_delay(self.config.unknown_delay)
         if wait is Wait.NOW:
             return 0.0  # the shared budget holds everyone back until the pause ends
-        return next(poll_delays)
+        return pacing.next_poll(restart=wait is Wait.RESTART)
 
     def _sweep_start(self) -> float:
         """When the final sweep begins: as long before the deadline as polling every
