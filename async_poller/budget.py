@@ -28,8 +28,9 @@ FIRST = -math.inf
 class RateBudget:
     """Grants request slots within `rate`, lowest priority value first, ties in arrival order.
 
-    `throttle()` pauses every grant and halves the limit; the limit then grows back by a
-    tenth of `rate.limit` per quiet period, never above it.
+    `throttle()` pauses every grant and halves the limit (once per pause, however many
+    429s arrive during it); the limit then grows back by a tenth of `rate.limit` per quiet
+    period, never above it.
     """
 
     def __init__(self, rate: Rate, clock: Clock) -> None:
@@ -74,9 +75,10 @@ class RateBudget:
     def throttle(self, pause: float) -> Rate:
         """The server asked to slow down: pause all grants for `pause` seconds, halve the rate."""
         now = self._clock.now()
+        if now >= self._paused_until:  # 429s already in flight in one episode halve once
+            self._limit = max(1, self._limit // 2)
+            self._last_adjust = now
         self._paused_until = max(self._paused_until, now + pause)
-        self._limit = max(1, self._limit // 2)
-        self._last_adjust = now
         self._dispatch()
         return Rate(self._limit, self._rate.period)
 

@@ -80,6 +80,7 @@ class JobTracker:
     not_found_streak: int = 0
     bad_streak: int = 0
     last_error: str | None = None
+    """The latest failure, until an answer comes (a TIMED_OUT result's reason)."""
     done: bool = False
 
     def observe(self, answer: Answer) -> Step:
@@ -89,6 +90,7 @@ class JobTracker:
         self.polls += 1
         if not isinstance(answer, RetryLater):
             self.attempt = self.bad_streak = 0
+            self.last_error = None
         if not isinstance(answer, NotFound):
             self.not_found_streak = 0
         if not (isinstance(answer, JobState) and answer.status == "UNKNOWN"):

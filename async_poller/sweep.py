@@ -33,7 +33,7 @@ class FinalSweep:
 
     async def nap(self, seconds: float) -> None:
         """Wait `seconds` of clock time, or less if the sweep starts meanwhile."""
-        if self.started or seconds <= 0:
+        if seconds <= 0:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         when = self._clock.now() + seconds

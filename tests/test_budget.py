@@ -162,3 +162,16 @@ def test_retry_budget_credit_is_capped() -> None:
     for _ in range(10_000):
         budget.first_try()
     assert sum(budget.try_spend() for _ in range(100)) == 10
+
+
+async def test_many_429s_in_one_pause_halve_the_rate_once() -> None:
+    """Eight 429s from requests that were in flight together halve the budget only once."""
+    clock = VirtualClock()
+    budget = RateBudget(Rate(40, 60.0), clock)
+    for _ in range(8):
+        budget.throttle(10.0)
+    assert budget.rate.limit == 20
+    await clock.sleep(11.0)
+    budget.throttle(10.0)
+    assert budget.rate.limit == 10, "a 429 after the pause is a new episode"
+    await budget.aclose()

@@ -343,3 +343,27 @@ async def test_a_short_budget_is_announced_with_numbers() -> None:
     assert "6m40s" in warning.message
     few = await run(FakeApi(VirtualClock(), {1: [(0, "COMPLETED")]}), [1], config())
     assert not [e for e in few if isinstance(e, RunWarning)]
+
+
+async def test_sweep_wakes_jobs_once_not_continuously() -> None:
+    """After its sweep poll a job waits its normal delay again (no back-to-back polling)."""
+    clock = VirtualClock()
+    ids = [1, 2, 3]
+    api = FakeApi(clock, {n: [(0, "PROCESSING")] for n in ids})
+    settings = config(min_delay=100.0, max_delay=100.0, deadline=1000.0)
+    await run(api, ids, settings)
+    per_job = {n: sum(1 for _, job in api.polls if job == n) for n in ids}
+    assert all(count <= 1000 / 100 + 2 for count in per_job.values())
+
+
+async def test_timed_out_reason_is_only_a_failure_that_was_not_followed_by_an_answer() -> None:
+    """An old 503 followed by good answers leaves TIMED_OUT without a stale reason."""
+    clock = VirtualClock()
+
+    def early_outage(job_id: int, now: float) -> Answer | None:
+        return RetryLater("http", 503, "HTTP 503") if now < 30 else None
+
+    api = FakeApi(clock, {1: [(0, "PROCESSING")]}, fault=early_outage)
+    events = await run(api, [1], config(deadline=600.0))
+    assert results(events)[1].status == "TIMED_OUT"
+    assert results(events)[1].reason is None
