@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo bench docs docs-check clean
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ format: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/async-poller demo
+
+# The README's CLI reference is generated from every command's --help.
+docs: $(STAMP)
+	$(BIN)/python -m async_poller.docs
+
+docs-check: $(STAMP)
+	$(BIN)/python -m async_poller.docs --check
 
 bench: $(STAMP)
 	@echo "bench: placeholder until the benchmark issue lands (no benchmarks yet)"

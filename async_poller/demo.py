@@ -2,29 +2,36 @@
 
 Starts the simulator in-process, creates jobs through its Agent Install endpoint, polls them
 with the real `poll_jobs` in scaled time, writes the events to stdout, and checks every
-result against the simulator's ground truth.
+result against the simulator's ground truth. A person watching stderr sees live progress
+(on a terminal), then a summary: counts by status, the failed jobs with their reasons, and
+the requests used against the budget.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
 import aiohttp
 
 from .auth import REFRESH_PATH, auth_headers
-from .clock import SystemClock
+from .clock import Clock, SystemClock
 from .config import Config, Credentials, format_duration
 from .events import JsonLinesSink, Result, Summary
-from .outcome import ExitCode
+from .outcome import ExitCode, FinalStatus
+from .progress import ProgressMode, RunStatus, open_status
 from .redact import Secret
 from .scheduler import poll_jobs
 from .simulator import Simulator, SimulatorConfig
 from .simulator.records import max_in_window
 
-__all__ = ["run_demo"]
+__all__ = ["create_jobs", "run_demo"]
 
 INSTALL_PATH = "/external/client/api/v1/agent/install"
+MAX_LISTED_FAILURES = 10
+REASON_WIDTH = 60
 
 
 async def run_demo(
@@ -32,10 +39,12 @@ async def run_demo(
     jobs: int = 50,
     seed: int = 7,
     time_scale: float = 60.0,
+    progress: ProgressMode = "auto",
     stdout: BinaryIO,
-    stderr: TextIO = sys.stderr,
+    stderr: TextIO | None = None,
 ) -> int:
     """Run the demo; 0 when every result matched the simulator's ground truth."""
+    stderr = stderr or sys.stderr
     clock = SystemClock(time_scale)
     simulated = SimulatorConfig(
         seed=seed, time_scale=time_scale, queued_s=15.0, preparing_s=20.0, processing_s=120.0
@@ -47,33 +56,102 @@ async def run_demo(
             base_url=simulator.base_url,
             seed=seed,
         )
+        print(
+            f"demo: {jobs} agent installs on a simulated Lucidity API, polled at "
+            f"{time_scale:g}x speed (events on stdout)",
+            file=stderr,
+            flush=True,
+        )
         setup_requests = len(simulator.requests)
-        sink = JsonLinesSink(stdout)
-        results: dict[int, Result] = {}
-        summary: Summary | None = None
-        started = clock.now()
-        async for event in poll_jobs(ids, config, clock=clock):
-            sink.write(event)
-            if isinstance(event, Result):
-                results[event.job_id] = event
-            elif isinstance(event, Summary):
-                summary = event
+        with open_status(
+            progress, heartbeat_s=0, time_scale=time_scale, rate=config.rate, stream=stderr
+        ) as status:
+            run = await _poll(ids, config, clock, stdout, status)
         truth = {job.id: job.final_status for job in simulator.truth()}
         polling = simulator.requests[setup_requests:]
         busiest = max_in_window([r.at for r in polling], config.rate.period)
-    assert summary is not None
     mismatches = [
         job_id
         for job_id in ids
-        if results.get(job_id) is None or results[job_id].status != truth[job_id]
+        if job_id not in run.results or run.results[job_id].status != truth[job_id]
     ]
-    simulated_s = clock.now() - started
-    _report(stderr, summary, results, simulated_s=simulated_s, busiest=busiest, config=config)
-    if mismatches:
-        print(f"demo check FAILED: {len(mismatches)} results differ from ground truth", file=stderr)
-        return ExitCode.INCOMPLETE
-    print("every result matches the simulator's ground truth", file=stderr)
-    return ExitCode.OK
+    lines = summary_lines(run.summary, run.results, time_scale=time_scale)
+    throttling = (
+        f"throttled {run.summary.throttled} times" if run.summary.throttled else "never throttled"
+    )
+    lines += [
+        f"  requests   {run.summary.requests}, at most {busiest} in any {_unit(config)} "
+        f"(budget {config.rate}), {throttling}",
+        f"  check      FAILED: {len(mismatches)} results differ from the ground truth"
+        if mismatches
+        else "  check      every result matches the simulator's ground truth",
+        f"  stdout     {sum(run.kinds.values())} JSON events: "
+        + ", ".join(f"{n} {kind}" for kind, n in run.kinds.items()),
+        "             try: async-poller demo 2>/dev/null | jq -c 'select(.event == \"result\")'",
+    ]
+    print("\n".join(lines), file=stderr, flush=True)
+    return ExitCode.INCOMPLETE if mismatches else ExitCode.OK
+
+
+@dataclass
+class _Run:
+    summary: Summary
+    results: dict[int, Result]
+    kinds: Counter[str]
+
+
+async def _poll(
+    ids: list[int], config: Config, clock: Clock, stdout: BinaryIO, status: RunStatus | None
+) -> _Run:
+    """Poll `ids` to the end, writing the events to `stdout` and showing progress."""
+    sink = JsonLinesSink(stdout)
+    shared_terminal = stdout.isatty()
+    results: dict[int, Result] = {}
+    kinds: Counter[str] = Counter()
+    summary: Summary | None = None
+    events = poll_jobs(
+        ids,
+        config,
+        clock=clock,
+        on_tick=status.on_tick if status else None,
+        tick_s=status.tick_s if status else 1.0,
+    )
+    async for event in events:
+        if status and shared_terminal:
+            status.clear()
+        sink.write(event)
+        if status:
+            status.observe(event)
+        kinds[event.name] += 1
+        if isinstance(event, Result):
+            results[event.job_id] = event
+        elif isinstance(event, Summary):
+            summary = event
+    assert summary is not None, "poll_jobs always ends with a summary"
+    return _Run(summary, results, kinds)
+
+
+def summary_lines(summary: Summary, results: dict[int, Result], *, time_scale: float) -> list[str]:
+    """The human summary of a run: counts by status, then the failed jobs and their reasons."""
+    lines = [
+        "",
+        f"demo: {summary.total} jobs polled in {format_duration(round(summary.duration_s))} "
+        f"of simulated time ({summary.duration_s / time_scale:.1f}s real)",
+    ]
+    width = max(len(status) for status in summary.counts)
+    lines += [f"  {status:<{width}}  {n:>4}" for status, n in summary.counts.items() if n]
+    failed = sorted(
+        (r for r in results.values() if r.status in (FinalStatus.FAILED, FinalStatus.CANCELLED)),
+        key=lambda result: result.status != FinalStatus.FAILED,
+    )
+    if failed:
+        lines.append("  why they did not complete (the API's reasons):")
+        for result in failed[:MAX_LISTED_FAILURES]:
+            reason = _one_line(result.reason or "(no reason given)")
+            lines.append(f"    {result.status:<9}  {result.job_id}  {reason}")
+        if len(failed) > MAX_LISTED_FAILURES:
+            lines.append(f"    ... and {len(failed) - MAX_LISTED_FAILURES} more")
+    return lines
 
 
 async def create_jobs(base_url: str, refresh_token: str, count: int) -> list[int]:
@@ -96,24 +174,13 @@ async def create_jobs(base_url: str, refresh_token: str, count: int) -> list[int
     return [int(job["id"]) for job in created["data"]]
 
 
-def _report(
-    stderr: TextIO,
-    summary: Summary,
-    results: dict[int, Result],
-    *,
-    simulated_s: float,
-    busiest: int,
-    config: Config,
-) -> None:
-    counts = "  ".join(f"{status} {n}" for status, n in summary.counts.items() if n)
-    lines = [
-        "",
-        f"demo: {summary.total} jobs in {format_duration(round(simulated_s))} simulated time, "
-        f"{summary.requests} requests, at most {busiest} in any minute "
-        f"(budget {config.rate})",
-        f"  {counts}",
-    ]
-    for result in results.values():
-        if result.status in ("FAILED", "CANCELLED"):
-            lines.append(f"  {result.status:<9} {result.job_id}  {result.reason or ''}")
-    print("\n".join(lines), file=stderr)
+def _unit(config: Config) -> str:
+    return {1.0: "second", 60.0: "minute", 3600.0: "hour"}.get(
+        config.rate.period, f"{config.rate.period:g}s"
+    )
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line without control characters, cut to `REASON_WIDTH`."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= REASON_WIDTH else flat[: REASON_WIDTH - 3] + "..."

@@ -1,6 +1,8 @@
 """Human diagnostics: structlog on stderr, console or JSON, with secrets scrubbed.
 
-stdout belongs to the events; nothing here ever writes there.
+stdout belongs to the events; nothing here ever writes there. While a live progress display
+owns the terminal, `divert_logs` hands each rendered line to it, so that the display can
+print the line above itself instead of being torn by it.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -16,7 +20,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .redact import redact
 
-__all__ = ["LogFormat", "configure_logging"]
+__all__ = ["LogFormat", "configure_logging", "divert_logs", "no_color"]
 
 LogFormat = Literal["auto", "console", "json"]
 
@@ -28,17 +32,22 @@ def configure_logging(
     quiet: bool = False,
     stream: TextIO | None = None,
 ) -> None:
-    """Route structlog to `stream` (stderr): console on a terminal, JSON lines otherwise."""
-    stream = stream or sys.stderr
+    """Route structlog to `stream` (default: stderr): console on a terminal, JSON otherwise.
+
+    `quiet` keeps errors only, whatever `level` says. Console colours follow the terminal and
+    are off when `NO_COLOR` is set (https://no-color.org).
+    """
+    target = stream or sys.stderr
     threshold = logging.ERROR if quiet else logging.getLevelNamesMapping()[level.upper()]
     if log_format == "auto":
-        log_format = "console" if stream.isatty() else "json"
+        log_format = "console" if target.isatty() else "json"
     renderer: Processor
     if log_format == "console":
-        colors = stream.isatty() and "NO_COLOR" not in os.environ
+        colors = target.isatty() and not no_color()
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    _destination.stream = stream
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -48,9 +57,57 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=_LineLogger,
         cache_logger_on_first_use=False,
     )
+
+
+@contextmanager
+def divert_logs(write: Callable[[str], None]) -> Iterator[None]:
+    """Hand every rendered log line (without its newline) to `write` inside the block."""
+    previous = _destination.divert
+    _destination.divert = write
+    try:
+        yield
+    finally:
+        _destination.divert = previous
+
+
+def no_color() -> bool:
+    """True when the user asked for no colours: `NO_COLOR` set and not empty."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
+class _Destination:
+    """Where rendered lines go: the configured stream (stderr by default, looked up at each
+    write so that a redirected `sys.stderr` is honoured), unless a display diverts them."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO | None = None
+        self.divert: Callable[[str], None] | None = None
+
+    def write(self, line: str) -> None:
+        if self.divert is not None:
+            self.divert(line)
+            return
+        stream = self.stream or sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
+
+
+_destination = _Destination()
+
+
+class _LineLogger:
+    """The end of structlog's chain: one rendered line per call, whatever the level."""
+
+    def __init__(self, *_: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        _destination.write(message)
+
+    log = debug = info = warning = warn = error = err = critical = fatal = exception = msg
 
 
 def _scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -61,4 +118,4 @@ def _scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
 
 
 def _dumps(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()

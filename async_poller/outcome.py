@@ -44,6 +44,8 @@ class ExitCode(IntEnum):
     INCOMPLETE = 3
     AUTH = 4
     LOCKED = 5
+    INTERNAL = 70
+    """A bug in async-poller (EX_SOFTWARE), never an outcome of the jobs."""
     SIGINT = 130
     SIGTERM = 143
 

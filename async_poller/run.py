@@ -246,7 +246,10 @@ class Run:
     async def _tick(self, client: StatusChecker, listener: TickListener, every: float) -> None:
         while True:
             await self.clock.sleep(every)
-            listener(self.snapshot(client))
+            try:
+                listener(self.snapshot(client))
+            except Exception:  # a broken display must not silently stop reporting
+                _log.exception("tick_listener_failed")
 
     def snapshot(self, client: StatusChecker) -> Snapshot:
         """Where the run stands now."""

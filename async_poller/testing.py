@@ -1,7 +1,8 @@
 """Helpers for testing code that uses async-poller, public like `structlog.testing`.
 
 `VirtualClock` is a `Clock` whose time jumps ahead whenever every task is waiting on it, so
-an hour of polling runs in milliseconds and deterministically.
+an hour of polling runs in milliseconds and deterministically. `SteppedClock` moves only
+when told to, for code that must not wait at all (a server under test, say).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from types import TracebackType
 
-__all__ = ["VirtualClock"]
+__all__ = ["SteppedClock", "VirtualClock"]
 
 
 class VirtualClock:
@@ -81,6 +83,46 @@ class VirtualClock:
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self._now:.3f}, timers={len(self._timers)})"
+
+
+class SteppedClock:
+    """A `Clock` that moves only by `advance()`; `sleep()` advances it at once and returns.
+
+    Timeouts never fire. Timers from `call_later` run when `advance()` passes their time.
+    """
+
+    def __init__(self, start: float = 1000.0, wall_offset: float = 1_800_000_000.0) -> None:
+        self.t = start
+        self._wall_offset = wall_offset
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._sequence = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self._wall_offset + self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _Timer:
+        timer = _Timer(callback)
+        heapq.heappush(self._timers, (self.t + max(0.0, delay), next(self._sequence), timer))
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward, running the timers that fall due on the way."""
+        target = self.t + seconds
+        while self._timers and self._timers[0][0] <= target:
+            when, _, timer = heapq.heappop(self._timers)
+            self.t = max(self.t, when)
+            if not timer.cancelled:
+                timer.callback()
+        self.t = target
 
 
 class _Timer:

@@ -14,7 +14,6 @@ import signal
 import statistics
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import async_poller.simulator as simulator_package
 from async_poller.errors import ConfigError
 from async_poller.simulator import JobTruth, RequestRecord, Simulator, SimulatorConfig
 from async_poller.simulator.serve import add_simulate_arguments, run_simulate
+from async_poller.testing import SteppedClock
 
 REFRESH = "/external/api/v1/auth/user-token/refresh"
 STATUS = "/external/client/api/v1/agent/install/status"
@@ -37,28 +37,6 @@ MAX_LONG = 2**63 - 1
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 AWS_INSTALL = {"cloudProvider": "AWS", "cloudProviderAccountId": "123456789012"}
-
-
-class SteppedClock:
-    """A `Clock` that moves only when the test calls `advance` (or something sleeps)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-    def timeout(self, seconds: float) -> AbstractAsyncContextManager[None]:
-        return contextlib.nullcontext()
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def config(**overrides: Any) -> SimulatorConfig:

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
+from async_poller import testing
 from async_poller.clock import Clock, SystemClock
 from async_poller.errors import ConfigError
 from async_poller.simulator import FAULT_KINDS, FaultPlan, Simulator, SimulatorConfig
@@ -24,25 +25,16 @@ INSTALL = "/external/client/api/v1/agent/install"
 ALWAYS = (0.0, math.inf)
 
 
-class SteppedClock:
-    """A `Clock` that moves only when told to; its timeouts never fire, and say they began."""
+class SteppedClock(testing.SteppedClock):
+    """A `SteppedClock` whose timeouts say they began (the simulator times only its stalls)."""
 
     def __init__(self) -> None:
-        self.t = 1000.0
+        super().__init__()
         self.stalled = asyncio.Event()
 
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
     def timeout(self, seconds: float) -> AbstractAsyncContextManager[None]:
-        self.stalled.set()  # the simulator times only its stalls
-        return contextlib.nullcontext()
+        self.stalled.set()
+        return super().timeout(seconds)
 
 
 @dataclass

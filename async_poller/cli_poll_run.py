@@ -1,0 +1,164 @@
+"""Running `async-poller poll`: flags -> Config and ids, then events to stdout until the end.
+
+Imported only when `poll` runs, so the parser (and `--help`) never loads aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import stat
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from .cli_options import setup_logging
+from .clock import Clock, SystemClock
+from .config import DEFAULT_BASE_URL, Config, Credentials
+from .errors import ConfigError, InputError
+from .events import JsonLinesSink, Summary
+from .ids import JobIds, describe, read_ids
+from .outcome import ExitCode
+from .progress import open_status
+from .redact import Secret
+from .scheduler import Interrupt, poll_jobs
+
+__all__ = ["run_poll"]
+
+MAX_LISTED_INVALID = 20
+TOKEN_FILE_LIMIT = 64 * 1024
+
+
+def run_poll(args: argparse.Namespace) -> int:
+    """Poll what `args` asks for; returns the exit code. Raises ConfigError or InputError
+    (exit 2) before anything is polled."""
+    setup_logging(args)
+    config = Config(
+        credentials=_credentials(args),
+        base_url=args.base_url or os.environ.get("LUCIDITY_BASE_URL") or DEFAULT_BASE_URL,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        min_delay=args.min_delay,
+        max_delay=args.max_delay,
+        deadline=args.deadline,
+        request_timeout=args.request_timeout,
+        once=args.once,
+        allow_insecure_http=args.allow_insecure_http,
+        ca_bundle=args.ca_bundle,
+        state_file=args.state,
+        metrics_file=args.metrics_file,
+        seed=args.seed,
+    )
+    job_ids = _job_ids(args)
+    clock = SystemClock(args.time_scale)
+    with _open_output(args.output) as stream:
+        return asyncio.run(_stream(job_ids, config, stream, clock, args))
+
+
+def _job_ids(args: argparse.Namespace) -> JobIds:
+    if not args.sources and not args.ids and sys.stdin.isatty():
+        raise InputError(
+            "no job ids: stdin is a terminal\n"
+            "HINT: give a file (async-poller poll ids.txt), pipe ids in, or use --id N"
+        )
+    sources = args.sources or ([] if args.ids else ["-"])
+    job_ids = read_ids(sources, ids=args.ids, input_format=args.input_format)
+    if job_ids.invalid and not args.skip_invalid:
+        listed = "\n".join("  " + describe(bad) for bad in job_ids.invalid[:MAX_LISTED_INVALID])
+        more = len(job_ids.invalid) - MAX_LISTED_INVALID
+        raise InputError(
+            f"{len(job_ids.invalid)} invalid input line(s), nothing was polled:\n{listed}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + "\nHINT: fix them, or pass --skip-invalid to poll the valid ids"
+        )
+    if not job_ids.ids:
+        raise InputError("no valid job id in the input")
+    return job_ids
+
+
+async def _stream(
+    job_ids: JobIds, config: Config, stream: BinaryIO, clock: Clock, args: argparse.Namespace
+) -> int:
+    sink = JsonLinesSink(stream)
+    interrupt = Interrupt()
+    loop = asyncio.get_running_loop()
+    for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
+        loop.add_signal_handler(signum, interrupt.stop, code)
+    exit_code = int(ExitCode.INCOMPLETE)
+    shared_terminal = stream.isatty()  # a person reads the events where the progress is
+    with open_status(
+        args.progress, heartbeat_s=args.heartbeat, time_scale=args.time_scale, rate=config.rate
+    ) as status:
+        events = poll_jobs(
+            job_ids,
+            config,
+            clock=clock,
+            interrupt=interrupt,
+            on_tick=status.on_tick if status else None,
+            tick_s=status.tick_s if status else 1.0,
+        )
+        async for event in events:
+            if status and shared_terminal:
+                status.clear()
+            try:
+                sink.write(event)
+            except BrokenPipeError:
+                # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so
+                # that the interpreter's final flush does not complain either.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+                interrupt.stop(ExitCode.INCOMPLETE)
+            if status:
+                status.observe(event)
+            if isinstance(event, Summary):
+                exit_code = event.exit_code
+    return exit_code
+
+
+@contextmanager
+def _open_output(output: Path | None) -> Iterator[BinaryIO]:
+    """stdout, or `output` opened for appending (so cron runs add to one log)."""
+    if output is None:
+        yield sys.stdout.buffer
+        return
+    try:
+        stream = output.open("ab")
+    except OSError as error:
+        raise ConfigError(f"cannot open --output {output}: {error.strerror}") from None
+    with stream:
+        yield stream
+
+
+def _credentials(args: argparse.Namespace) -> Credentials:
+    if args.token_command:
+        return Credentials(token_command=args.token_command)
+    if args.refresh_token_file:
+        return Credentials(refresh_token=Secret(_read_token_file(args.refresh_token_file)))
+    if token := os.environ.get("LUCIDITY_REFRESH_TOKEN", "").strip():
+        return Credentials(refresh_token=Secret(token))
+    if token := os.environ.get("LUCIDITY_ACCESS_TOKEN", "").strip():
+        return Credentials(access_token=Secret(token))
+    raise ConfigError(
+        "no credentials\nHINT: set LUCIDITY_REFRESH_TOKEN (or LUCIDITY_ACCESS_TOKEN), or use "
+        "--refresh-token-file PATH or --token-command CMD"
+    )
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(
+                    f"permissions {stat.S_IMODE(mode):04o} for {path} are too open: "
+                    f"the refresh token must be readable by you alone\nHINT: chmod 600 {path}"
+                )
+            text = handle.read(TOKEN_FILE_LIMIT).decode("utf-8", "replace").strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read --refresh-token-file {path}: {error.strerror}") from None
+    if not text or any(c.isspace() for c in text):
+        raise ConfigError(f"--refresh-token-file {path} must hold exactly one token")
+    return text

@@ -1,0 +1,161 @@
+"""Progress and heartbeat end to end: a real process, stderr a pipe or a pseudo-terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import os
+import pty
+import re
+import struct
+import sys
+import termios
+from typing import Any
+
+import orjson
+import pytest
+
+from async_poller.simulator import Simulator
+
+from .conftest import TIME_SCALE, Poll
+from .helpers import CliRun, clean_env, ids_arg
+
+ESC = "\x1b["
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+FRAME_WORDS = ("final", "pending", "in the last minute", "deadline in")
+
+
+def simulator_env(simulator: Simulator) -> dict[str, str]:
+    return clean_env(
+        LUCIDITY_BASE_URL=simulator.base_url,
+        LUCIDITY_REFRESH_TOKEN=simulator.refresh_token,
+        TERM="xterm-256color",
+    )
+
+
+def _drain(controller: int) -> bytes:
+    """Everything written to the terminal, until every process has closed it."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the last writer closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def run_on_terminal(*args: str, env: dict[str, str], wait_s: float = 90.0) -> CliRun:
+    """Run `python -m async_poller ARGS` with stderr on a 120x40 pseudo-terminal."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "async_poller",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=terminal,
+            env=env,
+        )
+    finally:
+        os.close(terminal)
+    try:
+        drained = asyncio.get_running_loop().run_in_executor(None, _drain, controller)
+        try:
+            stdout, _ = await asyncio.wait_for(process.communicate(), wait_s)
+        except BaseException:
+            process.kill()
+            await process.wait()
+            raise
+        stderr = await drained
+    finally:
+        os.close(controller)
+    assert process.returncode is not None
+    return CliRun(process.returncode, stdout, stderr.decode("utf-8", "replace"))
+
+
+def log_lines(stderr: str) -> list[dict[str, Any]]:
+    """stderr as JSON log lines; fails if any line is something else (a frame, say)."""
+    return [orjson.loads(line) for line in stderr.splitlines()]
+
+
+async def test_no_progress_when_stderr_is_not_a_terminal(simulator: Simulator, poll: Poll) -> None:
+    """With stderr a pipe: JSON log lines only (heartbeats), no frame, no escape codes."""
+    ids = simulator.create_jobs(6)
+    run = await poll("--heartbeat", "20s", *ids_arg(ids))
+    assert run.code in (0, 1), run.stderr
+    assert ESC not in run.stderr
+    assert not any(word in run.stderr for word in ("━", "in the last minute"))
+    assert {"heartbeat"} <= {line["event"] for line in log_lines(run.stderr)}
+    assert len(run.results) == 6
+
+
+async def test_progress_on_a_terminal(simulator: Simulator) -> None:
+    """With stderr a terminal, the frame is drawn there; stdout still carries only events."""
+    ids = simulator.create_jobs(6)
+    run = await run_on_terminal(
+        "poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids), env=simulator_env(simulator)
+    )
+    assert run.code in (0, 1), run.stderr
+    for word in FRAME_WORDS:
+        assert word in run.stderr
+    assert "6/6 final" in ANSI.sub("", run.stderr)
+    assert "heartbeat" not in run.stderr, "the frame replaces the heartbeat"
+    assert len(run.results) == 6
+    assert run.summary["total"] == 6
+
+
+async def test_progress_never_on_a_terminal(simulator: Simulator) -> None:
+    """--progress never keeps the terminal free of frames (console logs only)."""
+    ids = simulator.create_jobs(3)
+    run = await run_on_terminal(
+        "poll",
+        "--time-scale",
+        str(TIME_SCALE),
+        "--progress",
+        "never",
+        "--heartbeat",
+        "0",
+        *ids_arg(ids),
+        env=simulator_env(simulator),
+    )
+    assert run.code in (0, 1), run.stderr
+    assert not any(word in run.stderr for word in FRAME_WORDS)
+    assert len(run.results) == 3
+
+
+async def test_progress_always_into_a_pipe(simulator: Simulator, poll: Poll) -> None:
+    """--progress always draws the frame even when stderr is not a terminal."""
+    ids = simulator.create_jobs(3)
+    run = await poll("--progress", "always", *ids_arg(ids))
+    assert run.code in (0, 1), run.stderr
+    assert "3/3 final" in ANSI.sub("", run.stderr)
+    assert len(run.results) == 3
+
+
+@pytest.mark.simulator(processing_s=3600.0)
+async def test_heartbeat_cadence_in_scaled_time(simulator: Simulator, poll: Poll) -> None:
+    """--heartbeat 30s over a 3-minute run: one line each 30 clock seconds, 5 or 6 of them."""
+    ids = simulator.create_jobs(4)
+    run = await poll("--heartbeat", "30s", "--deadline", "3m", *ids_arg(ids))
+    assert run.code == 3, run.stderr
+    beats = [line for line in log_lines(run.stderr) if line["event"] == "heartbeat"]
+    assert len(beats) in (5, 6)
+    elapsed = [0.0] + [beat["elapsed_s"] for beat in beats]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(elapsed)]
+    assert all(30.0 <= gap < 36.0 for gap in gaps), gaps
+    assert all(beat["total"] == 4 and beat["pending"] == 4 for beat in beats)
+
+
+async def test_quiet_silences_the_heartbeat(simulator: Simulator, poll: Poll) -> None:
+    """-q keeps errors only: no heartbeat either."""
+    ids = simulator.create_jobs(2)
+    run = await poll("-q", "--heartbeat", "10s", *ids_arg(ids))
+    assert run.code in (0, 1), run.stderr
+    assert "" == run.stderr
