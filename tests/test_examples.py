@@ -373,8 +373,13 @@ class Recording:
 
 
 async def _record(directory: Path) -> Recording:
+    # 503s and truncated bodies (often enough to show in ~50 requests), and one certain
+    # spell of throttling: the first polls (the CLI starts within a simulated minute) meet
+    # 429s asking for a 60 s pause.
     faults = FaultPlan(
-        rates={"http_503": 0.1, "truncated_json": 0.1, "http_429_retry_after_seconds": 0.05}
+        rates={"http_503": 0.2, "truncated_json": 0.2},
+        windows=((0.0, 90.0, "http_429_retry_after_seconds"),),
+        retry_after_s=60.0,
     )
     config = SimulatorConfig(time_scale=TIME_SCALE, seed=1, faults=faults, **QUICK_JOBS)
     async with Simulator(config) as simulator:
@@ -393,7 +398,7 @@ async def _record(directory: Path) -> Recording:
             "poll",
             *SCALED,
             "--deadline",
-            "2m",
+            "5m",
             "--state",
             str(directory / "state.db"),
             "--output",
