@@ -67,6 +67,10 @@ class TokenProvider(ABC):
             return self._token
         return await self._fetch_once()
 
+    def newest(self, fallback: str) -> str:
+        """The token obtained last, without fetching (`fallback` before the first fetch)."""
+        return self._token or fallback
+
     async def renew(self, rejected: str) -> str:
         """A new token after `rejected` got a 401 (unless another caller renewed it already)."""
         if self._token is not None and self._token != rejected:

@@ -80,10 +80,10 @@ class StatusClient:
         """Poll `job_id` once (twice after a 401). Raises `AuthError` or `FatalResponseError`
         when the whole run must stop; every other outcome is an `Answer`."""
         token = await self._tokens.token()
-        answer = await self._ask(job_id, token, priority)
+        answer, token = await self._ask(job_id, token, priority)
         if isinstance(answer, Unauthorized):
             token = await self._tokens.renew(token)
-            answer = await self._ask(job_id, token, priority)
+            answer, _ = await self._ask(job_id, token, priority)
             if isinstance(answer, Unauthorized):
                 raise AuthError(f"the API rejected a freshly obtained token ({answer.message})")
         if isinstance(answer, Forbidden):
@@ -96,19 +96,25 @@ class StatusClient:
             )
         return answer
 
-    async def _ask(self, job_id: int, token: str, priority: float) -> Answer:
+    async def _ask(self, job_id: int, token: str, priority: float) -> tuple[Answer, str]:
+        """The answer, and the token sent: the newest one when the request went out, as a
+        request may wait for its slot longer than a token lives."""
+        sent = token
+
+        def headers() -> dict[str, str]:
+            nonlocal sent
+            sent = self._tokens.newest(token)
+            return {**auth_headers(sent), "Accept": "application/json"}
+
         try:
             response = await self._transport.request(
-                "GET",
-                STATUS_PATH,
-                priority=priority,
-                headers={**auth_headers(token), "Accept": "application/json"},
-                params={"id": str(job_id)},
+                "GET", STATUS_PATH, priority=priority, headers=headers, params={"id": str(job_id)}
             )
         except TransportError as error:
             if error.kind == "tls":
                 raise FatalResponseError(error.message) from None
-            return RetryLater(error.kind, None, error.message)
-        return classify(
+            return RetryLater(error.kind, None, error.message), sent
+        answer = classify(
             job_id, response.status, response.headers, response.body, self._clock.wall()
         )
+        return answer, sent

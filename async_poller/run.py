@@ -7,9 +7,10 @@ the deadline, an interrupt, or a fatal error. Whatever ends it, the summary is e
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -33,10 +34,6 @@ from .transport import ThrottleListener
 __all__ = ["Connect", "Interrupt", "Run", "Snapshot", "TickListener"]
 
 _log = structlog.get_logger("async_poller")
-
-SPREAD_PER_JOB = 0.01
-"""First polls are spread over 10 ms per job (at most `min_delay`), so a large batch does
-not fire at once."""
 
 Connect = Callable[
     [Config, Clock, RateBudget, ThrottleListener], AbstractAsyncContextManager[StatusChecker]
@@ -108,6 +105,7 @@ class Run:
         self._budget = RateBudget(config.rate, clock)
         self._retry_budget = RetryBudget()
         self._sweep = FinalSweep(clock)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self._abort: PollerError | None = None
         self.ledger.resume(self.jobs)
@@ -123,20 +121,21 @@ class Run:
             async with connect(
                 self.config, self.clock, self._budget, self.ledger.throttled
             ) as client:
-                tasks = [
-                    asyncio.create_task(self._track(j, client)) for j in self.jobs if not j.done
-                ]
+                self._schedule_first_polls(client)
                 if self._ticks is not None:
-                    tasks.append(asyncio.create_task(self._tick(client, *self._ticks)))
-                self._sweep.schedule(self._sweep_start() - self.ledger.elapsed())
+                    self._spawn(self._tick(client, *self._ticks))
+                window = self._sweep_window()
+                capacity = math.ceil(window * self.config.rate.per_second)
+                delay = self.config.deadline - window - self.ledger.elapsed()
+                self._sweep.schedule(delay, capacity)
                 try:
                     await self._wait_for_end()
                 finally:
-                    for task in tasks:
+                    self._sweep.close()  # no job starts any more
+                    for task in self._tasks:
                         task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
                     await self._budget.aclose()
-                    self._sweep.cancel()
                     outcomes = dict(client.outcomes)
         except PollerError as error:  # e.g. the state file failed mid-run
             self.stop(error)
@@ -156,6 +155,31 @@ class Run:
             self._write_metrics(summary, outcomes)
         self.ledger.emit(summary)
         self.ledger.events.put_nowait(None)
+
+    def _schedule_first_polls(self, client: StatusChecker) -> None:
+        """Give each unfinished job its first poll: in input order (older submissions
+        usually come first, and are likelier to be done), paced over one round at the
+        budget's rate. Until then a job is a nap in a heap, not a task: 100,000 jobs
+        waiting for their turn cost little."""
+        waiting = [job for job in self.jobs if not job.done]
+        round_s = len(waiting) / self.config.rate.per_second
+        for index, job in enumerate(waiting):
+            delay = self._policy.first_delay(index, len(waiting), round_s)
+            # A round earlier than its due time: the first round goes before any re-poll.
+            priority = self.clock.now() + delay - round_s
+            turn = self._sweep.nap(delay, stale_since=-math.inf)
+            turn.add_done_callback(functools.partial(self._start, job, client, priority))
+
+    def _start(
+        self, job: JobTracker, client: StatusChecker, priority: float, turn: asyncio.Future[None]
+    ) -> None:
+        if not turn.cancelled():
+            self._spawn(self._track(job, client, priority))
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _exit_code(self) -> int:
         if self._interrupt.exit_code is not None:
@@ -192,20 +216,17 @@ class Run:
             for end in ends:
                 end.cancel()
 
-    async def _track(self, job: JobTracker, client: StatusChecker) -> None:
-        """Poll `job` until it is final (or, under --once, answered once)."""
+    async def _track(self, job: JobTracker, client: StatusChecker, priority: float) -> None:
+        """Poll `job` from its first turn until it is final (or, under --once, answered)."""
         try:
-            spread = min(self.config.min_delay, SPREAD_PER_JOB * len(self.jobs))
-            due = self.clock.now() + self._policy.first_delay(spread)
             pacing = None
             early_retry = False
             asked = -math.inf
             while True:
-                await self._sweep.nap(due - self.clock.now())
                 if not early_retry:
                     self._retry_budget.first_try()
-                # Earliest-overdue first; in the final sweep, the job asked longest ago first.
-                priority = asked if self._sweep.started else due
+                if self._sweep.started:  # in the final sweep, the stalest first
+                    priority = asked
                 asked = self.clock.now()
                 answer = await client.check(job.id, priority=priority)
                 step = job.observe(answer)
@@ -218,7 +239,9 @@ class Run:
                 # A failed poll is retried early only while the retry budget lasts;
                 # otherwise the job just waits for its next regular poll.
                 early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
-                due = self.clock.now() + self._delay(step.wait, pacing, early_retry)
+                delay = self._delay(step.wait, pacing, early_retry)
+                priority = self.clock.now() + delay  # earliest overdue first
+                await self._sweep.nap(delay, stale_since=asked)
         except PollerError as error:
             self.stop(error)
             return
@@ -237,11 +260,10 @@ class Run:
             return 0.0  # the shared budget holds everyone back until the pause ends
         return pacing.next_poll(restart=wait is Wait.RESTART)
 
-    def _sweep_start(self) -> float:
-        """When the final sweep begins: as long before the deadline as polling every
+    def _sweep_window(self) -> float:
+        """How long before the deadline the final sweep begins: as long as polling every
         unfinished job once takes at the configured rate, but within the last quarter."""
-        window = min(self.unfinished() / self.config.rate.per_second, self.config.deadline / 4)
-        return self.config.deadline - window
+        return min(self.unfinished() / self.config.rate.per_second, self.config.deadline / 4)
 
     async def _tick(self, client: StatusChecker, listener: TickListener, every: float) -> None:
         while True:

@@ -87,12 +87,22 @@ class Transport:
         path: str,
         *,
         priority: float,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
         params: Mapping[str, str] | None = None,
         json: Any = None,
     ) -> RawResponse:
-        """Send one request; raise `TransportError` when no usable answer arrives."""
+        """Send one request; raise `TransportError` when no usable answer arrives.
+
+        `headers` may be a function: it is called when the request goes out, so that a token
+        read there is the newest, however long the request waited for its slot.
+        """
         async with self._budget.slot(priority), self._in_flight:
+            # The slot may have been granted before a 429 arrived while this request waited
+            # for a connection: the pause holds for it too.
+            while (pause := self._budget.paused_for()) > 0:
+                await self._clock.sleep(pause)
+            if callable(headers):
+                headers = headers()
             try:
                 response = await self._send(method, path, headers, params, json)
             except TransportError as error:

@@ -45,9 +45,11 @@ def test_jitter_spreads_delays() -> None:
     assert all(32.0 <= value <= 48.0 for value in thirds)
 
 
-def test_first_delay_is_within_the_spread() -> None:
-    """First polls land uniformly inside the spread window."""
+def test_first_delays_keep_input_order_and_spread_over_the_round() -> None:
+    """First polls follow input order, fill the round, and never share an instant."""
     policy = DelayPolicy(10.0, 120.0, random.Random(5))
-    firsts = [policy.first_delay(4.0) for _ in range(200)]
-    assert all(0 <= value <= 4.0 for value in firsts)
-    assert max(firsts) - min(firsts) > 3.0
+    firsts = [policy.first_delay(index, 200, 400.0) for index in range(200)]
+    assert firsts == sorted(firsts)
+    assert len(set(firsts)) == 200
+    assert 0.0 <= firsts[0] < 2.0
+    assert 398.0 <= firsts[-1] <= 400.0

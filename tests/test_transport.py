@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from async_poller.auth import REFRESH_PATH, RefreshTokenProvider
 from async_poller.budget import RateBudget
+from async_poller.client import STATUS_PATH, StatusClient
 from async_poller.clock import SystemClock
 from async_poller.config import Rate
+from async_poller.policy import DelayPolicy
 from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 from async_poller.transport import Transport, TransportError, open_session
 
@@ -89,6 +94,71 @@ async def test_redirects_are_never_followed(aiohttp_redirect_server: str) -> Non
         )
     await budget.aclose()
     assert response.status == 302
+
+
+async def test_a_pause_holds_requests_already_waiting_for_a_connection() -> None:
+    """A 429 also pauses requests granted a budget slot before it came: with one connection,
+    the third request waits out the pause the second one was told."""
+    config = SimulatorConfig(time_scale=600.0, rate_limit=1)
+    async with Simulator(config) as simulator:
+        clock = SystemClock(scale=600.0)
+        budget = RateBudget(Rate(100, 60.0), clock)
+        async with open_session(1, None) as session:
+            transport = Transport(
+                session,
+                simulator.base_url,
+                budget=budget,
+                concurrency=1,
+                clock=clock,
+                timeout=5.0,
+                on_throttle=lambda pause, rate: None,
+            )
+            await asyncio.gather(
+                *(
+                    transport.request(
+                        "GET", STATUS_PATH, priority=0.0, headers={}, params={"id": "1"}
+                    )
+                    for _ in range(3)
+                )
+            )
+            await budget.aclose()
+    first, second, third = simulator.requests
+    assert (first.http_status, second.http_status) == (401, 429)
+    assert second.retry_after is not None
+    assert third.at >= second.at + second.retry_after - 1.0
+    assert third.http_status == 401, "admitted: the simulator's window had passed"
+
+
+async def test_a_request_that_waited_for_its_slot_sends_the_newest_token() -> None:
+    """The token is read when a request goes out: requests queued behind a slow budget while
+    the token was renewed send the new one, so every 401 is for the newest token."""
+    config = SimulatorConfig(time_scale=600.0, token_ttl=60.0)
+    async with Simulator(config) as simulator:
+        [job] = simulator.create_jobs(1, processing_s=3600.0)
+        clock = SystemClock(scale=600.0)
+        budget = RateBudget(Rate(1, 20.0), clock)
+        async with open_session(1, None) as session:
+            transport = Transport(
+                session,
+                simulator.base_url,
+                budget=budget,
+                concurrency=1,
+                clock=clock,
+                timeout=5.0,
+                on_throttle=lambda pause, rate: None,
+            )
+            policy = DelayPolicy(10.0, 120.0, random.Random(1))
+            tokens = RefreshTokenProvider(simulator.refresh_token, transport, clock, policy)
+            client = StatusClient(transport, tokens, clock)
+            try:
+                await asyncio.gather(*(client.check(job, priority=n) for n in range(8)))
+            finally:
+                await tokens.aclose()
+                await budget.aclose()
+    refreshes = [r for r in simulator.requests if r.path == REFRESH_PATH]
+    rejected = [r for r in simulator.requests if r.http_status == 401]
+    assert rejected, "the run outlived a token"
+    assert len(rejected) == len(refreshes) - 1, "each 401 renewed the token once"
 
 
 @pytest.fixture
