@@ -18,7 +18,7 @@ import orjson
 import structlog
 
 from .budget import FIRST
-from .clock import Clock
+from .clock import Clock, TimerHandle
 from .config import Credentials
 from .errors import AuthError, FatalResponseError
 from .policy import DelayPolicy
@@ -53,17 +53,25 @@ def auth_headers(token: str) -> dict[str, str]:
 
 
 class TokenProvider(ABC):
-    """Caches one access token and fetches the next one single-flight."""
+    """Caches one access token and fetches the next one single-flight.
+
+    A renewable provider also refreshes on a timer shortly before expiry, so requests that
+    wait long for their slot find a live token whether or not anyone asked for one lately.
+    """
+
+    renewable = True
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._token: str | None = None
-        self._expires_at = -math.inf
+        self._refresh_at = -math.inf
         self._fetching: asyncio.Task[str] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._timer: TimerHandle | None = None
 
     async def token(self) -> str:
-        """A token that should still be valid for at least a minute."""
-        if self._token is not None and self._clock.now() < self._expires_at - REFRESH_MARGIN:
+        """A token that should still be valid for a while (refreshed once near expiry)."""
+        if self._token is not None and self._clock.now() < self._refresh_at:
             return self._token
         return await self._fetch_once()
 
@@ -75,11 +83,13 @@ class TokenProvider(ABC):
         """A new token after `rejected` got a 401 (unless another caller renewed it already)."""
         if self._token is not None and self._token != rejected:
             return self._token
-        self._expires_at = -math.inf
+        self._refresh_at = -math.inf
         return await self._fetch_once()
 
     async def aclose(self) -> None:
-        """Cancel a fetch still running (when the run ends)."""
+        """Cancel a fetch still running and the refresh timer (when the run ends)."""
+        if self._timer is not None:
+            self._timer.cancel()
         if self._fetching is not None:
             self._fetching.cancel()
             await asyncio.gather(self._fetching, return_exceptions=True)
@@ -87,18 +97,48 @@ class TokenProvider(ABC):
     async def _fetch_once(self) -> str:
         if self._fetching is None or self._fetching.done():
             self._fetching = asyncio.get_running_loop().create_task(self._fetch_and_keep())
-        # shield: a waiter cancelled by the deadline must not cancel everyone's fetch.
-        return await asyncio.shield(self._fetching)
+            self._fetching.add_done_callback(self._wake_waiters)
+        fetch = self._fetching
+        # Each waiter waits on a future of its own, kept in a set: cancelling it neither
+        # cancels everyone's fetch nor costs more than O(1), even with 100,000 waiters
+        # (asyncio.shield and Event both remove a cancelled waiter from a list).
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiters.discard(waiter)
+        return fetch.result()
+
+    def _wake_waiters(self, fetch: asyncio.Task[str]) -> None:
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved here: every waiter may have been cancelled
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     async def _fetch_and_keep(self) -> str:
         token = await self._fetch()
         remember(token)
-        expires_in = _jwt_expiry(token, self._clock.wall())
+        lifetime = _jwt_expiry(token, self._clock.wall())
+        lifetime = ACCESS_TOKEN_TTL if lifetime is None else lifetime
+        # A minute before expiry, or halfway for short-lived tokens (no refresh storm).
+        refresh_in = max(lifetime - REFRESH_MARGIN, lifetime / 2)
         self._token = token
-        self._expires_at = self._clock.now() + (
-            ACCESS_TOKEN_TTL if expires_in is None else expires_in
-        )
+        self._refresh_at = self._clock.now() + refresh_in
+        if self.renewable:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._clock.call_later(refresh_in, self._refresh_in_background)
         return token
+
+    def _refresh_in_background(self) -> None:
+        if self._fetching is None or self._fetching.done():
+            self._fetching = asyncio.get_running_loop().create_task(self._fetch_and_keep())
+            self._fetching.add_done_callback(self._wake_waiters)
+            # A failure surfaces to the next caller, who fetches again; nobody else waits.
+            self._fetching.add_done_callback(_note_failure)
 
     @abstractmethod
     async def _fetch(self) -> str:
@@ -107,6 +147,8 @@ class TokenProvider(ABC):
 
 class StaticTokenProvider(TokenProvider):
     """A ready access token: used as is, never refreshed."""
+
+    renewable = False
 
     def __init__(self, token: str, clock: Clock) -> None:
         super().__init__(clock)
@@ -203,6 +245,11 @@ class CommandTokenProvider(TokenProvider):
                 f"(it printed {len(lines)} lines)"
             )
         return lines[0].strip()
+
+
+def _note_failure(fetch: asyncio.Task[str]) -> None:
+    if not fetch.cancelled() and (error := fetch.exception()) is not None:
+        _log.warning("token_refresh_failed", reason=str(error))
 
 
 def make_token_provider(

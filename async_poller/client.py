@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Final, Protocol
 
 from .auth import TokenProvider, auth_headers, make_token_provider
-from .budget import RateBudget
+from .budget import FIRST, RateBudget
 from .clock import Clock
 from .config import Config
 from .errors import AuthError, FatalResponseError
@@ -83,7 +83,8 @@ class StatusClient:
         answer, token = await self._ask(job_id, token, priority)
         if isinstance(answer, Unauthorized):
             token = await self._tokens.renew(token)
-            answer, _ = await self._ask(job_id, token, priority)
+            # The replay already waited its turn once: it goes next, before the token ages.
+            answer, _ = await self._ask(job_id, token, FIRST)
             if isinstance(answer, Unauthorized):
                 raise AuthError(f"the API rejected a freshly obtained token ({answer.message})")
         if isinstance(answer, Forbidden):

@@ -45,11 +45,12 @@ class DelayPolicy:
         for raw in _expo(self.base, min(first, self.max_delay), self.max_delay):
             yield raw / 2 + self.rng.uniform(0, raw / 2)
 
-    def first_delay(self, index: int, count: int, round_s: float) -> float:
-        """When to poll the `index`-th of `count` jobs first: in input order (older
-        submissions usually come first and are likelier to be done), spread over one
-        round of `round_s` seconds, each at a random moment of its own slot."""
-        return max(0.0, round_s) * (index + self.rng.random()) / max(1, count)
+    def first_delay(self, index: int, burst: int, per_second: float) -> float:
+        """When to poll the `index`-th job first: in input order (older submissions usually
+        come first and are likelier to be done). The first `burst` go at once, as the
+        budget allows; the rest one budget slot apart, each at a random moment of its
+        slot, so they reach the budget about when it can serve them."""
+        return max(0.0, index + self.rng.random() - burst) / per_second
 
     def unknown_delay(self, delay: float) -> float:
         """When to re-check after an UNKNOWN answer: about `delay`, jittered, within bounds."""

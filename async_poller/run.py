@@ -158,13 +158,14 @@ class Run:
 
     def _schedule_first_polls(self, client: StatusChecker) -> None:
         """Give each unfinished job its first poll: in input order (older submissions
-        usually come first, and are likelier to be done), paced over one round at the
-        budget's rate. Until then a job is a nap in a heap, not a task: 100,000 jobs
+        usually come first, and are likelier to be done), at the budget's pace after a
+        first burst. Until then a job is a nap in a heap, not a task: 100,000 jobs
         waiting for their turn cost little."""
         waiting = [job for job in self.jobs if not job.done]
-        round_s = len(waiting) / self.config.rate.per_second
+        rate = self.config.rate
+        round_s = len(waiting) / rate.per_second
         for index, job in enumerate(waiting):
-            delay = self._policy.first_delay(index, len(waiting), round_s)
+            delay = self._policy.first_delay(index, rate.limit, rate.per_second)
             # A round earlier than its due time: the first round goes before any re-poll.
             priority = self.clock.now() + delay - round_s
             turn = self._sweep.nap(delay, stale_since=-math.inf)

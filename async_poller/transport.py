@@ -103,12 +103,31 @@ class Transport:
                 await self._clock.sleep(pause)
             if callable(headers):
                 headers = headers()
+            sent = self._clock.now()
+            status: int | None = None
+            failure: str | None = None
             try:
                 response = await self._send(method, path, headers, params, json)
             except TransportError as error:
-                self.outcomes[error.kind] += 1
+                failure = error.kind
                 raise
-        self.outcomes[_outcome(response.status)] += 1
+            except asyncio.CancelledError:  # the run ended with this request under way
+                failure = "cancelled"
+                raise
+            else:
+                status = response.status
+            finally:
+                self.outcomes[failure or _outcome(status or 0)] += 1
+                # --log-level debug: one line per request; the token is never in it.
+                _log.debug(
+                    "request",
+                    method=method,
+                    path=path,
+                    job_id=(params or {}).get("id"),
+                    status=status,
+                    error=failure,
+                    elapsed_ms=round((self._clock.now() - sent) * 1000),
+                )
         self._note_throttling(response)
         return response
 

@@ -125,3 +125,30 @@ async def test_missing_token_command() -> None:
     provider = CommandTokenProvider("/nonexistent/helper --flag", SystemClock())
     with pytest.raises(AuthError, match="cannot run '/nonexistent/helper'"):
         await provider.token()
+
+
+async def test_a_renewable_token_is_refreshed_on_a_timer_without_callers() -> None:
+    """A minute before expiry the provider fetches a new token even if nobody asks."""
+    clock = VirtualClock()
+    provider = CountingProvider(clock)
+    assert await provider.token() == "token-1"
+    await clock.sleep(ACCESS_TOKEN_TTL)
+    assert provider.fetches == 2
+    assert provider.newest("none") == "token-2"
+    await provider.aclose()
+
+
+async def test_short_lived_tokens_are_refreshed_halfway_not_in_a_storm() -> None:
+    """A token living 30 s (a JWT exp) is refreshed after 15 s, not continuously."""
+    clock = VirtualClock(wall_start=1_000_000.0)
+
+    class ShortLived(CountingProvider):
+        async def _fetch(self) -> str:
+            self.fetches += 1
+            return jwt(exp=self._clock.wall() + 30)
+
+    provider = ShortLived(clock)
+    await provider.token()
+    await clock.sleep(100)
+    assert 6 <= provider.fetches <= 8
+    await provider.aclose()

@@ -154,10 +154,6 @@ def test_divert_hands_lines_over_and_restores() -> None:
     assert ["outside"] == [line["event"] for line in json_lines(stream.getvalue())]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the one-line debug log in Transport.request (transport.py, not ours to edit)",
-)
 async def test_debug_logs_every_request_without_the_token(simulator: Simulator, poll: Poll) -> None:
     """--log-level debug logs each request (method, path, status), never a token."""
     ids = simulator.create_jobs(3)

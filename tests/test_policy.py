@@ -45,11 +45,12 @@ def test_jitter_spreads_delays() -> None:
     assert all(32.0 <= value <= 48.0 for value in thirds)
 
 
-def test_first_delays_keep_input_order_and_spread_over_the_round() -> None:
-    """First polls follow input order, fill the round, and never share an instant."""
+def test_first_delays_keep_input_order_at_the_budgets_pace() -> None:
+    """The first burst goes at once; after it, first polls follow input order one budget
+    slot apart, never at the same instant."""
     policy = DelayPolicy(10.0, 120.0, random.Random(5))
-    firsts = [policy.first_delay(index, 200, 400.0) for index in range(200)]
+    firsts = [policy.first_delay(index, 45, 0.75) for index in range(200)]
+    assert firsts[:44] == [0.0] * 44
     assert firsts == sorted(firsts)
-    assert len(set(firsts)) == 200
-    assert 0.0 <= firsts[0] < 2.0
-    assert 398.0 <= firsts[-1] <= 400.0
+    assert len(set(firsts[45:])) == 155
+    assert 155 / 0.75 - 2 <= firsts[-1] <= 156 / 0.75

@@ -265,15 +265,16 @@ async def test_leaving_the_loop_early_cancels_cleanly() -> None:
 
 
 async def test_first_polls_follow_input_order_at_the_budgets_pace() -> None:
-    """First polls go in input order, spread over one round at the budget's pace."""
+    """First polls go in input order: a first burst as the budget allows, then the rest
+    one budget slot apart."""
     clock = VirtualClock()
     ids = list(range(1, 501))
     api = FakeApi(clock, {n: [(0, "COMPLETED")] for n in ids}, latency=0.001)
     await run(api, ids, config(rate=Rate(100, 1.0), concurrency=1000))
     firsts = [t for t, _ in api.polls]
     assert [job for _, job in api.polls] == ids
-    assert len(set(firsts)) == 500
-    assert 4.5 < max(firsts) - min(firsts) <= 5.0
+    # 100 in any 1 s window: a burst each second, first come first served.
+    assert 3.9 < max(firsts) - min(firsts) <= 4.1
 
 
 async def test_ticks_report_progress_in_clock_time() -> None:
