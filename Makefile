@@ -37,7 +37,7 @@ docs-check: $(STAMP)
 	$(BIN)/python -m async_poller.docs --check
 
 bench: $(STAMP)
-	@echo "bench: placeholder until the benchmark issue lands (no benchmarks yet)"
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

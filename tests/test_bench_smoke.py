@@ -1,0 +1,32 @@
+"""The benchmarks (`make bench`) run end to end in quick mode, so that their code cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmarks_write_results(tmp_path: Path) -> None:
+    """`python -m bench --quick` runs all four benchmarks and writes JSON and markdown results."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+    assert 0 == done.returncode, done.stderr
+    results = orjson.loads((tmp_path / "latest.json").read_bytes())
+    assert {"efficiency", "overhead", "scale", "startup"} <= results.keys()
+    for comparison in results["efficiency"]["runs"]:
+        for poller in ("round_robin", "async_poller"):
+            assert comparison[poller]["jobs"] == comparison[poller]["results"]
+    assert all(read["valid"] for read in results["scale"]["read"])
+    assert "## Targets" in (tmp_path / "latest.md").read_text(encoding="utf-8")
