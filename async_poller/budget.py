@@ -13,8 +13,6 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from .clock import Clock, TimerHandle
 from .config import Rate
@@ -26,16 +24,19 @@ FIRST = -math.inf
 
 
 class RateBudget:
-    """Grants request slots within `rate`, lowest priority value first, ties in arrival order.
+    """Grants request slots within `rate` and `max_in_flight`, lowest priority value first,
+    ties in arrival order.
 
     `throttle()` pauses every grant and halves the limit (once per pause, however many
     429s arrive during it); the limit then grows back by a tenth of `rate.limit` per quiet
-    period, never above it.
+    period, never above it. The concurrency limit lives here too, so that a granted request
+    goes out at once: it cannot sit in a second queue while a 429 arrives.
     """
 
-    def __init__(self, rate: Rate, clock: Clock) -> None:
+    def __init__(self, rate: Rate, clock: Clock, *, max_in_flight: int | None = None) -> None:
         self._rate = rate
         self._clock = clock
+        self._max_in_flight = max_in_flight if max_in_flight is not None else math.inf
         self._limit = rate.limit
         self._last_adjust = clock.now()
         self._ended: deque[float] = deque()
@@ -61,15 +62,14 @@ class RateBudget:
         """How many requests are waiting for a slot."""
         return sum(not future.done() for _, _, future in self._waiters)
 
-    @asynccontextmanager
-    async def slot(self, priority: float = 0.0) -> AsyncIterator[None]:
-        """Hold one request slot for the duration of the block."""
-        await self._acquire(priority)
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            self._ended.append(self._clock.now())
+    def slot(self, priority: float = 0.0) -> _Slot:
+        """`async with budget.slot(priority):` holds one request slot for the block."""
+        return _Slot(self, priority)
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._ended.append(self._clock.now())
+        if self._waiters:  # nobody waiting: the next acquire's fast path tidies the window
             self._dispatch()
 
     def throttle(self, pause: float) -> Rate:
@@ -83,6 +83,9 @@ class RateBudget:
         return Rate(self._limit, self._rate.period)
 
     async def _acquire(self, priority: float) -> None:
+        if not self._waiters and self._free_now():
+            self._in_flight += 1  # the common case when the budget is not short: no queue
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
         self._dispatch()
@@ -107,6 +110,8 @@ class RateBudget:
             elif now < self._paused_until:
                 self._wake_at(self._paused_until)
                 return
+            elif self._in_flight >= self._max_in_flight:
+                return  # the end of an in-flight request dispatches again
             elif len(self._ended) + self._in_flight >= self._limit:
                 if self._ended:
                     self._wake_at(self._ended[0] + self._rate.period)
@@ -115,6 +120,15 @@ class RateBudget:
                 heapq.heappop(self._waiters)
                 self._in_flight += 1
                 future.set_result(None)
+
+    def _free_now(self) -> bool:
+        now = self._clock.now()
+        if now < self._paused_until or self._in_flight >= self._max_in_flight:
+            return False
+        self._recover(now)
+        while self._ended and self._ended[0] + self._rate.period <= now:
+            self._ended.popleft()
+        return len(self._ended) + self._in_flight < self._limit
 
     def _recover(self, now: float) -> None:
         if self._limit >= self._rate.limit:
@@ -148,6 +162,22 @@ class RateBudget:
             f"RateBudget(rate={self.rate}, in_window={len(self._ended)}, "
             f"in_flight={self._in_flight}, waiting={self.waiting})"
         )
+
+
+class _Slot:
+    """One request's place in a `RateBudget`, held for the `async with` block."""
+
+    __slots__ = ("_budget", "_priority")
+
+    def __init__(self, budget: RateBudget, priority: float) -> None:
+        self._budget = budget
+        self._priority = priority
+
+    async def __aenter__(self) -> None:
+        await self._budget._acquire(self._priority)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._budget._release()
 
 
 class RetryBudget:

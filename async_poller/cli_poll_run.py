@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import signal
 import stat
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,9 +19,10 @@ from .cli_options import setup_logging
 from .clock import Clock, SystemClock
 from .config import DEFAULT_BASE_URL, Config, Credentials
 from .errors import ConfigError, InputError
-from .events import JsonLinesSink, Summary
+from .events import Summary
 from .ids import JobIds, describe, read_ids
 from .outcome import ExitCode
+from .output import open_output, relay
 from .progress import open_status
 from .redact import Secret
 from .scheduler import Interrupt, poll_jobs
@@ -55,7 +55,7 @@ def run_poll(args: argparse.Namespace) -> int:
     )
     job_ids = _job_ids(args)
     clock = SystemClock(args.time_scale)
-    with _open_output(args.output) as stream:
+    with open_output(args.output) as stream:
         return asyncio.run(_stream(job_ids, config, stream, clock, args))
 
 
@@ -83,13 +83,11 @@ def _job_ids(args: argparse.Namespace) -> JobIds:
 async def _stream(
     job_ids: JobIds, config: Config, stream: BinaryIO, clock: Clock, args: argparse.Namespace
 ) -> int:
-    sink = JsonLinesSink(stream)
     interrupt = Interrupt()
     loop = asyncio.get_running_loop()
     for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
         loop.add_signal_handler(signum, interrupt.stop, code)
     exit_code = int(ExitCode.INCOMPLETE)
-    shared_terminal = stream.isatty()  # a person reads the events where the progress is
     with open_status(
         args.progress, heartbeat_s=args.heartbeat, time_scale=args.time_scale, rate=config.rate
     ) as status:
@@ -101,35 +99,11 @@ async def _stream(
             on_tick=status.on_tick if status else None,
             tick_s=status.tick_s if status else 1.0,
         )
-        async for event in events:
-            if status and shared_terminal:
-                status.clear()
-            try:
-                sink.write(event)
-            except BrokenPipeError:
-                # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so
-                # that the interpreter's final flush does not complain either.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-                interrupt.stop(ExitCode.INCOMPLETE)
-            if status:
-                status.observe(event)
+        gone = functools.partial(interrupt.stop, ExitCode.INCOMPLETE)  # `| head`: stop quietly
+        async for event in relay(events, stream, status, on_reader_gone=gone):
             if isinstance(event, Summary):
                 exit_code = event.exit_code
     return exit_code
-
-
-@contextmanager
-def _open_output(output: Path | None) -> Iterator[BinaryIO]:
-    """stdout, or `output` opened for appending (so cron runs add to one log)."""
-    if output is None:
-        yield sys.stdout.buffer
-        return
-    try:
-        stream = output.open("ab")
-    except OSError as error:
-        raise ConfigError(f"cannot open --output {output}: {error.strerror}") from None
-    with stream:
-        yield stream
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:

@@ -51,7 +51,6 @@ async def connect(
             session,
             config.base_url,
             budget=budget,
-            concurrency=config.concurrency,
             clock=clock,
             timeout=config.request_timeout,
             on_throttle=on_throttle,

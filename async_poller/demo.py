@@ -19,8 +19,9 @@ import aiohttp
 from .auth import REFRESH_PATH, auth_headers
 from .clock import Clock, SystemClock
 from .config import Config, Credentials, format_duration
-from .events import JsonLinesSink, Result, Summary
+from .events import Result, Summary
 from .outcome import ExitCode, FinalStatus
+from .output import relay
 from .progress import ProgressMode, RunStatus, open_status
 from .redact import Secret
 from .scheduler import poll_jobs
@@ -104,8 +105,6 @@ async def _poll(
     ids: list[int], config: Config, clock: Clock, stdout: BinaryIO, status: RunStatus | None
 ) -> _Run:
     """Poll `ids` to the end, writing the events to `stdout` and showing progress."""
-    sink = JsonLinesSink(stdout)
-    shared_terminal = stdout.isatty()
     results: dict[int, Result] = {}
     kinds: Counter[str] = Counter()
     summary: Summary | None = None
@@ -116,12 +115,7 @@ async def _poll(
         on_tick=status.on_tick if status else None,
         tick_s=status.tick_s if status else 1.0,
     )
-    async for event in events:
-        if status and shared_terminal:
-            status.clear()
-        sink.write(event)
-        if status:
-            status.observe(event)
+    async for event in relay(events, stdout, status, on_reader_gone=lambda: None):
         kinds[event.name] += 1
         if isinstance(event, Result):
             results[event.job_id] = event

@@ -102,7 +102,7 @@ class Run:
         self._interrupt = interrupt or Interrupt()
         self._ticks = ticks
         self._policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
-        self._budget = RateBudget(config.rate, clock)
+        self._budget = RateBudget(config.rate, clock, max_in_flight=config.concurrency)
         self._retry_budget = RetryBudget()
         self._sweep = FinalSweep(clock)
         self._tasks: set[asyncio.Task[None]] = set()

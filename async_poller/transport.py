@@ -1,7 +1,7 @@
 """Sending one HTTP request within the shared limits, and nothing else.
 
-Every request, token refreshes included, takes a slot from the shared `RateBudget`, then a
-place under the concurrency limit, runs under a clock-measured timeout, never follows a
+Every request, token refreshes included, takes a slot from the shared `RateBudget` (which
+holds the concurrency limit too), runs under a clock-measured timeout, never follows a
 redirect, and reads at most `body_limit` bytes. Throttling answers pause the budget here, so
 every caller benefits.
 """
@@ -9,6 +9,7 @@ every caller benefits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -64,7 +65,6 @@ class Transport:
         base_url: str,
         *,
         budget: RateBudget,
-        concurrency: int,
         clock: Clock,
         timeout: float,
         on_throttle: ThrottleListener,
@@ -73,11 +73,14 @@ class Transport:
         self._session = session
         self._base_url = base_url
         self._budget = budget
-        self._in_flight = asyncio.Semaphore(concurrency)
         self._clock = clock
         self._timeout = timeout
         self._on_throttle = on_throttle
         self._body_limit = body_limit
+        # Bound once, and only if debug is on: a lazy logger rebinds on every call, and this
+        # line would otherwise cost every request some microseconds for nothing.
+        logger = _log.bind()
+        self._request_log = logger if logger.is_enabled_for(logging.DEBUG) else None
         self.outcomes: Counter[str] = Counter()
         """Requests sent so far by outcome: ok, http_4xx, http_429, http_5xx, timeout, ..."""
 
@@ -96,9 +99,8 @@ class Transport:
         `headers` may be a function: it is called when the request goes out, so that a token
         read there is the newest, however long the request waited for its slot.
         """
-        async with self._budget.slot(priority), self._in_flight:
-            # The slot may have been granted before a 429 arrived while this request waited
-            # for a connection: the pause holds for it too.
+        async with self._budget.slot(priority):
+            # A 429 may have come in between the grant and this task running: it holds too.
             while (pause := self._budget.paused_for()) > 0:
                 await self._clock.sleep(pause)
             if callable(headers):
@@ -118,16 +120,16 @@ class Transport:
                 status = response.status
             finally:
                 self.outcomes[failure or _outcome(status or 0)] += 1
-                # --log-level debug: one line per request; the token is never in it.
-                _log.debug(
-                    "request",
-                    method=method,
-                    path=path,
-                    job_id=(params or {}).get("id"),
-                    status=status,
-                    error=failure,
-                    elapsed_ms=round((self._clock.now() - sent) * 1000),
-                )
+                if self._request_log is not None:  # --log-level debug; never the token
+                    self._request_log.debug(
+                        "request",
+                        method=method,
+                        path=path,
+                        job_id=(params or {}).get("id"),
+                        status=status,
+                        error=failure,
+                        elapsed_ms=round((self._clock.now() - sent) * 1000),
+                    )
         self._note_throttling(response)
         return response
 
@@ -162,8 +164,12 @@ class Transport:
             raise TransportError("connection", message) from None
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
+        first = await response.content.read(self._body_limit + 1)
+        if response.content.at_eof() and len(first) <= self._body_limit:
+            return first  # the usual small body, read in one go
+        chunks, size = [first], len(first)
+        if size > self._body_limit:
+            raise TransportError("bad_response", f"body over {self._body_limit} bytes")
         while chunk := await response.content.read(self._body_limit + 1 - size):
             chunks.append(chunk)
             size += len(chunk)

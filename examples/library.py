@@ -28,6 +28,7 @@ from async_poller import (
     parse_duration,
     poll_jobs,
 )
+from async_poller.logs import configure_logging
 
 DEFAULT_BASE_URL = "https://app.lucidity.cloud"
 
@@ -57,6 +58,7 @@ def main() -> int:
         "--time-scale", type=float, default=1.0, help="only for the simulator's --time-scale"
     )
     args = parser.parse_args()
+    configure_logging(level="warning")  # the library's logs to stderr, tokens masked
     refresh_token = os.environ.get("LUCIDITY_REFRESH_TOKEN")
     if not refresh_token:
         print("set LUCIDITY_REFRESH_TOKEN (and LUCIDITY_BASE_URL if needed)", file=sys.stderr)

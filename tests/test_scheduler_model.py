@@ -320,7 +320,6 @@ class SchedulerMachine(RuleBasedStateMachine):
         wire = FakeWire(
             self.api,
             budget=budget,
-            concurrency=config.concurrency,
             clock=clock,
             timeout=config.request_timeout,
             on_throttle=on_throttle,

@@ -28,7 +28,6 @@ async def send_one(base_url: str, path: str, *, request_timeout: float = 5.0) ->
             session,
             base_url,
             budget=budget,
-            concurrency=4,
             clock=clock,
             timeout=request_timeout,
             on_throttle=lambda pause, rate: None,
@@ -84,7 +83,6 @@ async def test_redirects_are_never_followed(aiohttp_redirect_server: str) -> Non
             session,
             aiohttp_redirect_server,
             budget=budget,
-            concurrency=1,
             clock=clock,
             timeout=5.0,
             on_throttle=lambda pause, rate: None,
@@ -102,13 +100,12 @@ async def test_a_pause_holds_requests_already_waiting_for_a_connection() -> None
     config = SimulatorConfig(time_scale=600.0, rate_limit=1)
     async with Simulator(config) as simulator:
         clock = SystemClock(scale=600.0)
-        budget = RateBudget(Rate(100, 60.0), clock)
+        budget = RateBudget(Rate(100, 60.0), clock, max_in_flight=1)
         async with open_session(1, None) as session:
             transport = Transport(
                 session,
                 simulator.base_url,
                 budget=budget,
-                concurrency=1,
                 clock=clock,
                 timeout=5.0,
                 on_throttle=lambda pause, rate: None,
@@ -136,13 +133,12 @@ async def test_a_request_that_waited_for_its_slot_sends_the_newest_token() -> No
     async with Simulator(config) as simulator:
         [job] = simulator.create_jobs(1, processing_s=3600.0)
         clock = SystemClock(scale=600.0)
-        budget = RateBudget(Rate(1, 20.0), clock)
+        budget = RateBudget(Rate(1, 20.0), clock, max_in_flight=1)
         async with open_session(1, None) as session:
             transport = Transport(
                 session,
                 simulator.base_url,
                 budget=budget,
-                concurrency=1,
                 clock=clock,
                 timeout=5.0,
                 on_throttle=lambda pause, rate: None,
