@@ -38,6 +38,7 @@ docs-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	mkdir -p bench/results && $(BIN)/python -m bench.bound > bench/results/bound.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
