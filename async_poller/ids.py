@@ -3,13 +3,12 @@
 Text is streamed in chunks: memory holds the ids, the set used to drop duplicates, and at most
 `MAX_LINE_BYTES` of the current line (the rest of an overlong line is skipped as it streams past,
 so a gigabyte without a newline costs one chunk). JSON is parsed whole, hence `MAX_JSON_BYTES`.
-The grammar is DESIGN.md's "Job ids"; every reason a line fails is a short human phrase.
+The grammar itself (what makes a string an id, and why not) lives in `idgrammar`.
 """
 
 from __future__ import annotations
 
 import sys
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import BinaryIO, Final, Literal
 import orjson
 
 from .errors import InputError
+from .idgrammar import MAX_ID, OUT_OF_RANGE, parse_digits, preview
 
 __all__ = [
     "MAX_ID",
@@ -31,18 +31,12 @@ __all__ = [
     "read_ids",
 ]
 
-MAX_ID: Final = 9223372036854775807
 MAX_LINE_BYTES: Final = 4096
 MAX_JSON_BYTES: Final = 256 * 1024 * 1024
 
 _CHUNK_BYTES: Final = 64 * 1024
-_PREVIEW_CHARS: Final = 40
 _BOM: Final = b"\xef\xbb\xbf"
 _JSON_SPACE: Final = b" \t\r\n"
-_DIGITS: Final = "0123456789"
-_SEPARATORS: Final = "_,' \t"
-_OUT_OF_RANGE: Final = f"out of range (max {MAX_ID})"
-_MAX_ID_DIGITS: Final = len(str(MAX_ID))
 _JSON_TYPE_NAMES: Final = {type(None): "null", list: "array", dict: "object", bool: "boolean"}
 
 
@@ -74,7 +68,7 @@ class JobIds:
 
 def parse_id(text: str) -> int:
     """Parse one id as a text line or `--id` holds it; raise `ValueError(reason)` otherwise."""
-    return _parse_digits(text.strip(" \t"))
+    return parse_digits(text.strip(" \t"))
 
 
 def describe(invalid: InvalidLine) -> str:
@@ -115,7 +109,7 @@ def _command_line_items(ids: Sequence[str]) -> Iterator[int | InvalidLine]:
         try:
             yield parse_id(text)
         except ValueError as exc:
-            yield InvalidLine("--id", position, _preview(text), str(exc))
+            yield InvalidLine("--id", position, preview(text), str(exc))
 
 
 def _source_items(
@@ -163,7 +157,7 @@ def _text_items(source: str, chunks: Iterable[bytes]) -> Iterator[int | InvalidL
             yield outcome
         elif outcome is not None:
             yield InvalidLine(
-                source, number, _preview(line.decode(errors="surrogateescape")), outcome
+                source, number, preview(line.decode(errors="surrogateescape")), outcome
             )
 
 
@@ -200,95 +194,11 @@ def _check_line(line: bytes, too_long: bool) -> int | str | None:
     if not content or content.startswith(b"#"):
         return None
     try:
-        return _parse_digits(content.decode())
+        return parse_digits(content.decode())
     except UnicodeDecodeError:
         return "invalid UTF-8"
     except ValueError as exc:
         return str(exc)
-
-
-def _parse_digits(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(_why_not_digits(text))
-    significant = text.lstrip("0")
-    # Length first: int() refuses strings of more than 4300 digits.
-    if len(significant) > _MAX_ID_DIGITS:
-        raise ValueError(_OUT_OF_RANGE)
-    value = int(significant or "0")
-    if not 1 <= value <= MAX_ID:
-        raise ValueError(_OUT_OF_RANGE if value else "zero is not a job id")
-    return value
-
-
-def _why_not_digits(text: str) -> str:
-    """Name the first thing that keeps `text` from being a plain run of ASCII digits."""
-    if not text:
-        return "empty"
-    for char in text:
-        if "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8 (argv's surrogateescape)
-            return "invalid UTF-8"
-        if char != "\t" and unicodedata.category(char) == "Cc":
-            return f"control character U+{ord(char):04X}"
-    digits = len(text) - len(text.lstrip(_DIGITS))
-    char, after = text[digits], text[digits + 1 :]
-    if char in "+-" and not digits:
-        return "sign not allowed"
-    if char == ".":
-        return "not an integer (decimal point)"
-    if char in "eE" and digits and _is_ascii_digits(after.removeprefix("+").removeprefix("-")):
-        return "not an integer (exponent)"
-    if char in "xX" and text[:digits] == "0":
-        return "hexadecimal not allowed"
-    if char in _SEPARATORS and digits and _is_ascii_digits(after[:1]):
-        return f"separator {char!r} inside id"
-    if char in " \t":
-        rest = after.lstrip(" \t")
-        if not digits:
-            return "space before id"
-        if not rest:
-            return "space after id"
-        return "trailing comment not allowed" if rest.startswith("#") else "inline text after id"
-    if char == "#" and digits:
-        return "trailing comment not allowed"
-    if char == "\ufeff":
-        return "byte order mark not at start of input"
-    if unicodedata.decimal(char, None) is not None:
-        return f"non-ASCII digit U+{ord(char):04X}"
-    if char.isspace():
-        return f"non-ASCII space U+{ord(char):04X}"
-    if digits:
-        return "inline text after id"
-    if not char.isascii():
-        return f"non-ASCII character U+{ord(char):04X}"
-    return "not a number"
-
-
-def _is_ascii_digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _preview(text: str) -> str:
-    """Escape `text` like `repr()` without quotes; cut it to 40 characters plus `…`."""
-    pieces: list[str] = []
-    length = 0
-    for char in text:
-        piece = _escape(char)
-        length += len(piece)
-        if length > _PREVIEW_CHARS:
-            return "".join(pieces) + "…"
-        pieces.append(piece)
-    return "".join(pieces)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    if char == "\\":
-        return "\\\\"
-    if 0x20 <= code < 0x7F:
-        return char
-    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for a byte that was not UTF-8
-        return f"\\x{code - 0xDC00:02x}"
-    return ascii(char)[1:-1]
 
 
 # --- JSON -----------------------------------------------------------------------------------
@@ -317,7 +227,7 @@ def _json_items(source: str, document: bytearray) -> Iterator[int | InvalidLine]
         if isinstance(outcome, int):
             yield outcome
         else:
-            yield InvalidLine(source, position, _preview(orjson.dumps(element).decode()), outcome)
+            yield InvalidLine(source, position, preview(orjson.dumps(element).decode()), outcome)
 
 
 def _json_outcomes(source: str, document: object) -> Iterator[tuple[object, int | str]]:
@@ -340,7 +250,7 @@ def _json_outcomes(source: str, document: object) -> Iterator[tuple[object, int 
 def _check_json_id(value: object) -> int | str:
     if isinstance(value, str):
         try:
-            return _parse_digits(value)
+            return parse_digits(value)
         except ValueError as exc:
             return str(exc)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -348,8 +258,8 @@ def _check_json_id(value: object) -> int | str:
             return "negative number"
         if value == 0:
             return "zero is not a job id"
-        return value if value <= MAX_ID else _OUT_OF_RANGE
+        return value if value <= MAX_ID else OUT_OF_RANGE
     if isinstance(value, float):
         # orjson turns integers beyond 64 bits into floats, so a huge float was most likely one.
-        return _OUT_OF_RANGE if abs(value) > MAX_ID else "not an integer (float)"
+        return OUT_OF_RANGE if abs(value) > MAX_ID else "not an integer (float)"
     return f"not an id ({_JSON_TYPE_NAMES.get(type(value), type(value).__name__)})"

@@ -9,7 +9,6 @@ read while a run writes. Every `record_*` call is its own transaction unless gro
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -22,6 +21,7 @@ import orjson
 
 from .errors import StateError, StateLocked
 from .outcome import ACTIVE, TERMINAL, FinalStatus
+from .statefile import MOVE_ASIDE, check_access, lock, translated
 
 __all__ = ["SCHEMA_VERSION", "HistoryEntry", "StateError", "StateLocked", "StateStore", "StoredJob"]
 
@@ -36,7 +36,6 @@ _COLUMNS: Final = (
     "job_id, status, first_seen, last_seen, polls, result, result_at, reason, details, "
     "event_id, emitted"
 )
-_MOVE_ASIDE: Final = "move it aside and run again (async-poller never overwrites it)"
 _LIFECYCLE: Final = ACTIVE | TERMINAL
 _TERMINAL_SQL: Final = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 _NOT_FINAL: Final = f"coalesce(jobs.result, '') NOT IN ({_TERMINAL_SQL})"
@@ -116,12 +115,12 @@ class StateStore:
         """
         if path.is_dir():
             raise StateError(f"state file {path} is a directory\nHINT: give a file path")
-        lock_fd = None if readonly else _lock(path)
+        lock_fd = None if readonly else lock(path)
         db = None
         try:
-            _check_access(path, readonly)
+            check_access(path, readonly)
             uri = f"{path.absolute().as_uri()}?mode={'ro' if readonly else 'rwc'}"
-            with _translated(path):
+            with translated(path):
                 db = sqlite3.connect(uri, uri=True, isolation_level=None)
                 store = cls(path, db, lock_fd)
                 store._prepare(readonly)
@@ -147,8 +146,7 @@ class StateStore:
         (check,) = self._db.execute("PRAGMA quick_check(1)").fetchone()
         if check != "ok":
             raise StateError(
-                f"state file {self.path} is damaged ({' '.join(check.split())})\n"
-                f"HINT: {_MOVE_ASIDE}"
+                f"state file {self.path} is damaged ({' '.join(check.split())})\nHINT: {MOVE_ASIDE}"
             )
         if version > SCHEMA_VERSION:
             raise StateError(
@@ -199,7 +197,7 @@ class StateStore:
         if self._depth:
             yield
             return
-        with _translated(self.path):
+        with translated(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
@@ -280,7 +278,7 @@ class StateStore:
         """
         ids = list(job_ids)
         found: dict[int, StoredJob] = {}
-        with _translated(self.path):
+        with translated(self.path):
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
@@ -296,13 +294,13 @@ class StateStore:
         if statuses is not None:
             where = f"WHERE coalesce(result, 'pending') IN ({', '.join('?' * len(statuses))})"
         query = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY coalesce(result, 'pending'), job_id"
-        with _translated(self.path):
+        with translated(self.path):
             for row in self._db.execute(query, tuple(statuses or ())):
                 yield _stored_job(row)
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         """The job's recorded transitions, oldest first."""
-        with _translated(self.path):
+        with translated(self.path):
             rows = self._db.execute(
                 "SELECT from_status, to_status, at FROM transitions WHERE job_id = ?"
                 " ORDER BY rowid",
@@ -316,68 +314,3 @@ def _stored_job(row: tuple[Any, ...]) -> StoredJob:
     values[8] = None if row[8] is None else orjson.loads(row[8])
     values[10] = bool(row[10])
     return StoredJob(*values)
-
-
-def _lock(path: Path) -> int:
-    """Take the run lock on `PATH.lock`, recording our pid in it for the next run's message.
-
-    The lock file is never deleted: unlinking it could let two runs lock different inodes.
-    """
-    lock_path = path.with_name(path.name + ".lock")
-    if not path.parent.is_dir():
-        raise StateError(
-            f"the directory of state file {path} does not exist\n"
-            f"HINT: create it first (mkdir -p {path.parent})"
-        )
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise StateError(
-            f"cannot create lock file {lock_path}: {error.strerror}\n"
-            "HINT: the state file's directory must be writable by you"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise StateLocked(
-            f"state file {path} is in use by another async-poller run (pid {holder})\n"
-            "HINT: wait for that run to end; a killed run releases the lock at once"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _check_access(path: Path, readonly: bool) -> None:
-    """Fail with the operating system's reason before SQLite turns it into a vaguer one."""
-    try:
-        os.close(os.open(path, os.O_RDONLY if readonly else os.O_RDWR))
-    except FileNotFoundError:
-        if readonly:
-            raise StateError(
-                f"state file {path} does not exist\n"
-                "HINT: check the path; 'async-poller poll --state PATH' creates it"
-            ) from None
-    except OSError as error:
-        fix = "make it readable by you" if readonly else "a run reads and writes it: chmod u+rw"
-        raise StateError(f"cannot open state file {path}: {error.strerror}\nHINT: {fix}") from None
-
-
-@contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    """Turn SQLite's errors into a `StateError` that names the file and a way out."""
-    try:
-        yield
-    except sqlite3.Error as error:
-        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-            hint = f"it is damaged or not a database: {_MOVE_ASIDE}"
-        elif code == sqlite3.SQLITE_READONLY:
-            hint = "the file or its directory is read-only: make both writable"
-        elif code == sqlite3.SQLITE_FULL:
-            hint = "the disk is full: free some space"
-        else:
-            hint = "check the file, its directory and their permissions"
-        raise StateError(f"state file {path}: {error}\nHINT: {hint}") from error
