@@ -99,10 +99,7 @@ class RateBudget:
             raise
 
     def _dispatch(self) -> None:
-        now = self._clock.now()
-        self._recover(now)
-        while self._ended and self._ended[0] + self._rate.period <= now:
-            self._ended.popleft()
+        now = self._tidy()
         while self._waiters:
             future = self._waiters[0][2]
             if future.done():
@@ -122,13 +119,18 @@ class RateBudget:
                 future.set_result(None)
 
     def _free_now(self) -> bool:
-        now = self._clock.now()
+        now = self._tidy()
         if now < self._paused_until or self._in_flight >= self._max_in_flight:
             return False
+        return len(self._ended) + self._in_flight < self._limit
+
+    def _tidy(self) -> float:
+        """Let the limit recover and drop requests that left the window; return now."""
+        now = self._clock.now()
         self._recover(now)
         while self._ended and self._ended[0] + self._rate.period <= now:
             self._ended.popleft()
-        return len(self._ended) + self._in_flight < self._limit
+        return now
 
     def _recover(self, now: float) -> None:
         if self._limit >= self._rate.limit:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import version
 
 from .cli_options import (
+    add_command,
     add_logging_flags,
     add_progress_flags,
     describe,
@@ -121,49 +122,44 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .report import REPORT_EXAMPLES, add_report_arguments
 
-    report = commands.add_parser(
+    report = add_command(
+        commands,
         "report",
-        help="show what a state file knows: statuses, history, the audit trail",
-        description=describe(
-            "Show every job in a state file with its status, timestamps and reason, or "
-            "one job's history. Works while a run is in progress."
-        ),
-        epilog=REPORT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="show what a state file knows: statuses, history, the audit trail",
+        description="Show every job in a state file with its status, timestamps and reason, "
+        "or one job's history. Works while a run is in progress.",
+        examples=REPORT_EXAMPLES,
+        handler=_run_report,
     )
     add_report_arguments(report)
-    report.set_defaults(handler=_run_report)
 
 
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .simulator.options import add_simulate_arguments
 
-    simulate = commands.add_parser(
+    simulate = add_command(
+        commands,
         "simulate",
-        help="run the built-in Lucidity API simulator",
-        description=describe(
-            "Serve a simulated Lucidity API (status, install and token endpoints, rate limit, "
-            "job lifecycles, faults, scaled time) until interrupted. Prints its base URL and a "
-            "refresh token as shell assignments on stdout."
-        ),
-        epilog=SIMULATE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="run the built-in Lucidity API simulator",
+        description="Serve a simulated Lucidity API (status, install and token endpoints, rate "
+        "limit, job lifecycles, faults, scaled time) until interrupted. Prints its base URL and "
+        "a refresh token as shell assignments on stdout.",
+        examples=SIMULATE_EXAMPLES,
+        handler=_run_simulate,
     )
     add_simulate_arguments(simulate)
-    simulate.set_defaults(handler=_run_simulate)
 
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = commands.add_parser(
+    demo = add_command(
+        commands,
         "demo",
-        help="poll ~50 simulated jobs end to end (no account needed)",
-        description=describe(
-            "Start the simulator in-process, create jobs through its install endpoint and poll "
-            "them to the end in scaled time. Real events go to stdout; live progress, then a "
-            "summary (counts by status, failed jobs with their reasons, requests used) to stderr."
-        ),
-        epilog=DEMO_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="poll ~50 simulated jobs end to end (no account needed)",
+        description="Start the simulator in-process, create jobs through its install endpoint "
+        "and poll them to the end in scaled time. Real events go to stdout; live progress, then "
+        "a summary (counts by status, failed jobs with their reasons, requests used) to stderr.",
+        examples=DEMO_EXAMPLES,
+        handler=_run_demo,
     )
     demo.add_argument(
         "--jobs", type=positive_int, default=50, metavar="N", help="jobs to create (default: 50)"
@@ -180,7 +176,6 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     add_logging_flags(demo)
     add_progress_flags(demo, heartbeat=False)
-    demo.set_defaults(handler=_run_demo)
 
 
 def _run_report(args: argparse.Namespace) -> int:

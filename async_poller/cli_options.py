@@ -32,6 +32,27 @@ def describe(text: str) -> str:
     return textwrap.fill(text, DESCRIPTION_WIDTH)
 
 
+def add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    examples: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """Register a subcommand with its one-line summary, wrapped description and examples."""
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=describe(description),
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def add_logging_flags(group: argparse._ActionsContainer) -> None:
     """`--log-format`, `--log-level` and `-q`: how much goes to stderr, and in which form."""
     group.add_argument(

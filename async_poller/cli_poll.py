@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from .cli_options import (
+    add_command,
     add_logging_flags,
     add_progress_flags,
     argument,
-    describe,
     positive_float,
     positive_int,
 )
@@ -44,18 +44,16 @@ exit codes:
 
 def add_poll_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `poll` and all its flags."""
-    poll = commands.add_parser(
+    poll = add_command(
+        commands,
         "poll",
-        help="poll job ids until every job is final",
-        description=describe(
-            "Poll every job id until it is final or the deadline passes. stdout gets one "
-            "JSON event per line (start, transition, result, poll_error, throttled, invalid_input, "
-            "summary) and nothing else; logs, progress and heartbeats go to stderr."
-        ),
-        epilog=POLL_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="poll job ids until every job is final",
+        description="Poll every job id until it is final or the deadline passes. stdout gets "
+        "one JSON event per line (start, transition, result, poll_error, throttled, "
+        "invalid_input, summary) and nothing else; logs, progress and heartbeats go to stderr.",
+        examples=POLL_EXAMPLES,
+        handler=_run,
     )
-    poll.set_defaults(handler=_run)
     poll.add_argument(
         "sources", nargs="*", metavar="SOURCE", help="file of job ids, or - for stdin (default)"
     )

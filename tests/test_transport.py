@@ -7,6 +7,7 @@ import math
 import random
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -20,18 +21,25 @@ from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 from async_poller.transport import Transport, TransportError, open_session
 
 
+def quiet_transport(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    budget: RateBudget,
+    clock: SystemClock,
+    *,
+    timeout: float,
+) -> Transport:
+    """A Transport under test that ignores throttling reports."""
+    return Transport(
+        session, base_url, budget=budget, clock=clock, timeout=timeout, on_throttle=lambda *_: None
+    )
+
+
 async def send_one(base_url: str, path: str, *, request_timeout: float = 5.0) -> None:
     clock = SystemClock(scale=60.0)
     budget = RateBudget(Rate(100, 60.0), clock)
     async with open_session(4, None) as session:
-        transport = Transport(
-            session,
-            base_url,
-            budget=budget,
-            clock=clock,
-            timeout=request_timeout,
-            on_throttle=lambda pause, rate: None,
-        )
+        transport = quiet_transport(session, base_url, budget, clock, timeout=request_timeout)
         try:
             await transport.request("GET", path, priority=0.0, headers={}, params={"id": "1"})
         finally:
@@ -79,14 +87,7 @@ async def test_redirects_are_never_followed(aiohttp_redirect_server: str) -> Non
     clock = SystemClock()
     budget = RateBudget(Rate(10, 1.0), clock)
     async with open_session(1, None) as session:
-        transport = Transport(
-            session,
-            aiohttp_redirect_server,
-            budget=budget,
-            clock=clock,
-            timeout=5.0,
-            on_throttle=lambda pause, rate: None,
-        )
+        transport = quiet_transport(session, aiohttp_redirect_server, budget, clock, timeout=5.0)
         response = await transport.request(
             "GET", "/moved", priority=0.0, headers={"Authorization": "secret"}
         )
@@ -102,14 +103,7 @@ async def test_a_pause_holds_requests_already_waiting_for_a_connection() -> None
         clock = SystemClock(scale=600.0)
         budget = RateBudget(Rate(100, 60.0), clock, max_in_flight=1)
         async with open_session(1, None) as session:
-            transport = Transport(
-                session,
-                simulator.base_url,
-                budget=budget,
-                clock=clock,
-                timeout=5.0,
-                on_throttle=lambda pause, rate: None,
-            )
+            transport = quiet_transport(session, simulator.base_url, budget, clock, timeout=5.0)
             await asyncio.gather(
                 *(
                     transport.request(
@@ -135,14 +129,7 @@ async def test_a_request_that_waited_for_its_slot_sends_the_newest_token() -> No
         clock = SystemClock(scale=600.0)
         budget = RateBudget(Rate(1, 20.0), clock, max_in_flight=1)
         async with open_session(1, None) as session:
-            transport = Transport(
-                session,
-                simulator.base_url,
-                budget=budget,
-                clock=clock,
-                timeout=5.0,
-                on_throttle=lambda pause, rate: None,
-            )
+            transport = quiet_transport(session, simulator.base_url, budget, clock, timeout=5.0)
             policy = DelayPolicy(10.0, 120.0, random.Random(1))
             tokens = RefreshTokenProvider(simulator.refresh_token, transport, clock, policy)
             client = StatusClient(transport, tokens, clock)
