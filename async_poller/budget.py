@@ -1,9 +1,16 @@
-"""The shared request budget: at most N requests in any sliding window, best-priority first.
+"""The shared request budget: requests paced evenly, at most N in any sliding window.
 
-A sliding-window log rather than a token bucket (aiolimiter's leaky bucket lets up to twice
-the limit through in one window after an idle spell). A request occupies the window from
-the moment it is granted until it *ends* plus one period: the server saw it somewhere in
-between, so whatever the latency, no server-side window can hold more than the limit.
+Two limits, both always in force:
+- pacing (GCRA, the generic cell rate algorithm): one request per 1/rate seconds, with a
+  tolerance of `burst - 1` intervals after an idle spell. Any server limiter, leaky bucket,
+  token bucket or sliding window, sees a steady flow it can admit;
+- a sliding-window log: a request occupies the window from the moment it is granted until
+  it *ends* plus one period. The server saw it somewhere in between, so whatever the
+  latency, no server-side window can hold more than the configured limit.
+
+The pacing rate is an `AdaptiveRate`: every overload answer lowers it, and it recovers
+smoothly. (aiolimiter's leaky bucket was not used: it lets up to twice the limit through in
+one window after an idle spell, and has no notion of a rate that adapts.)
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import itertools
 import math
 from collections import deque
 
+from .adaptive import AdaptiveRate
 from .clock import Clock, TimerHandle
 from .config import Rate
 
@@ -22,23 +30,34 @@ __all__ = ["FIRST", "RateBudget", "RetryBudget"]
 FIRST = -math.inf
 """The priority that goes before every other (token refreshes)."""
 
+_EARLY = 1e-6
+"""A timer may fire this much before its time (float rounding): close enough to grant."""
+
 
 class RateBudget:
-    """Grants request slots within `rate` and `max_in_flight`, lowest priority value first,
-    ties in arrival order.
+    """Grants request slots within `rate`, `burst` and `max_in_flight`, lowest priority
+    value first, ties in arrival order.
 
-    `throttle()` pauses every grant and halves the limit (once per pause, however many
-    429s arrive during it); the limit then grows back by a tenth of `rate.limit` per quiet
-    period, never above it. The concurrency limit lives here too, so that a granted request
-    goes out at once: it cannot sit in a second queue while a 429 arrives.
+    `throttle()` pauses every grant for the time the server asked and lowers the pacing
+    rate (once per episode, however many refusals arrive from requests already under way).
+    The concurrency limit lives here too, so that a granted request goes out at once: it
+    cannot sit in a second queue while a 429 arrives.
     """
 
-    def __init__(self, rate: Rate, clock: Clock, *, max_in_flight: int | None = None) -> None:
+    def __init__(
+        self,
+        rate: Rate,
+        clock: Clock,
+        *,
+        burst: int = 1,
+        max_in_flight: int | None = None,
+    ) -> None:
         self._rate = rate
         self._clock = clock
+        self._burst = burst
         self._max_in_flight = max_in_flight if max_in_flight is not None else math.inf
-        self._limit = rate.limit
-        self._last_adjust = clock.now()
+        self._pace = AdaptiveRate(rate.per_second, recovery=rate.period)
+        self._next_at = -math.inf  # GCRA's theoretical arrival time of the next request
         self._ended: deque[float] = deque()
         self._in_flight = 0
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
@@ -48,10 +67,15 @@ class RateBudget:
         self._wakeup_at = math.inf
 
     @property
+    def per_second(self) -> float:
+        """The pacing rate now in force, in requests per second."""
+        return self._pace.at(self._clock.now())
+
+    @property
     def rate(self) -> Rate:
-        """The budget now in force (lower than configured after throttling)."""
-        self._recover(self._clock.now())
-        return Rate(self._limit, self._rate.period)
+        """The rate now in force, per configured period (lower than configured after
+        throttling)."""
+        return Rate(self.per_second * self._rate.period, self._rate.period)
 
     def paused_for(self) -> float:
         """Seconds until a throttling pause ends (0 when not paused)."""
@@ -72,19 +96,22 @@ class RateBudget:
         if self._waiters:  # nobody waiting: the next acquire's fast path tidies the window
             self._dispatch()
 
-    def throttle(self, pause: float) -> Rate:
-        """The server asked to slow down: pause all grants for `pause` seconds, halve the rate."""
+    def throttle(self, pause: float, *, sent_at: float) -> Rate:
+        """The server refused a request sent at `sent_at`: pause all grants for `pause`
+        seconds and lower the rate in force; return it."""
         now = self._clock.now()
-        if now >= self._paused_until:  # 429s already in flight in one episode halve once
-            self._limit = max(1, self._limit // 2)
-            self._last_adjust = now
         self._paused_until = max(self._paused_until, now + pause)
+        if self._pace.cut(now, sent_at=sent_at, resume_at=self._paused_until):
+            # The next request leaves when the pause ends, and a whole new interval after
+            # the refusal, so that a leaky bucket sees the gap it asked for.
+            interval = 1 / self._pace.at(now)
+            self._next_at = max(self._next_at, now + interval, self._paused_until)
         self._dispatch()
-        return Rate(self._limit, self._rate.period)
+        return self.rate
 
     async def _acquire(self, priority: float) -> None:
-        if not self._waiters and self._free_now():
-            self._in_flight += 1  # the common case when the budget is not short: no queue
+        if not self._waiters and self._free_at(self._clock.now()) is None:
+            self._grant()  # the common case when the budget is not short: no queue
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
@@ -98,48 +125,40 @@ class RateBudget:
                 self._dispatch()
             raise
 
+    def _grant(self) -> None:
+        now = self._clock.now()
+        self._in_flight += 1
+        self._next_at = max(self._next_at, now) + 1 / self._pace.at(now)
+
     def _dispatch(self) -> None:
-        now = self._tidy()
+        now = self._clock.now()
         while self._waiters:
             future = self._waiters[0][2]
             if future.done():
                 heapq.heappop(self._waiters)
-            elif now < self._paused_until:
-                self._wake_at(self._paused_until)
-                return
-            elif self._in_flight >= self._max_in_flight:
-                return  # the end of an in-flight request dispatches again
-            elif len(self._ended) + self._in_flight >= self._limit:
-                if self._ended:
-                    self._wake_at(self._ended[0] + self._rate.period)
-                return  # otherwise the end of an in-flight request dispatches again
-            else:
-                heapq.heappop(self._waiters)
-                self._in_flight += 1
-                future.set_result(None)
+                continue
+            free_at = self._free_at(now)
+            if free_at is not None:
+                if free_at < math.inf:
+                    self._wake_at(free_at)
+                return  # at infinity: the end of an in-flight request dispatches again
+            heapq.heappop(self._waiters)
+            self._grant()
+            future.set_result(None)
 
-    def _free_now(self) -> bool:
-        now = self._tidy()
-        if now < self._paused_until or self._in_flight >= self._max_in_flight:
-            return False
-        return len(self._ended) + self._in_flight < self._limit
-
-    def _tidy(self) -> float:
-        """Let the limit recover and drop requests that left the window; return now."""
-        now = self._clock.now()
-        self._recover(now)
+    def _free_at(self, now: float) -> float | None:
+        """None when a request may go at `now`; otherwise the earliest time one may (inf:
+        when a request in flight ends)."""
         while self._ended and self._ended[0] + self._rate.period <= now:
             self._ended.popleft()
-        return now
-
-    def _recover(self, now: float) -> None:
-        if self._limit >= self._rate.limit:
-            return
-        periods = int((now - self._last_adjust) // self._rate.period)
-        if periods > 0:
-            step = max(1, math.ceil(self._rate.limit / 10))
-            self._limit = min(self._rate.limit, self._limit + periods * step)
-            self._last_adjust += periods * self._rate.period
+        if now < self._paused_until:
+            return self._paused_until
+        if self._in_flight >= self._max_in_flight:
+            return math.inf
+        if len(self._ended) + self._in_flight >= self._rate.limit:
+            return self._ended[0] + self._rate.period if self._ended else math.inf
+        paced_at = self._next_at - (self._burst - 1) / self._pace.at(now)
+        return paced_at if now < paced_at - _EARLY else None
 
     def _wake_at(self, when: float) -> None:
         if self._wakeup is not None and self._wakeup_at <= when:
@@ -161,7 +180,7 @@ class RateBudget:
 
     def __repr__(self) -> str:
         return (
-            f"RateBudget(rate={self.rate}, in_window={len(self._ended)}, "
+            f"RateBudget(rate={self.rate}, burst={self._burst}, in_window={len(self._ended)}, "
             f"in_flight={self._in_flight}, waiting={self.waiting})"
         )
 

@@ -150,8 +150,24 @@ def _add_pacing(group: argparse._ArgumentGroup) -> None:
         type=argument(parse_rate),
         default=parse_rate("45/min"),
         metavar="N/UNIT",
-        help="request budget: at most N requests in any sliding window of one UNIT "
-        "(s, min, h); every request counts (default: 45/min)",
+        help="request budget: requests paced evenly, one per UNIT/N, and at most N in any "
+        "sliding window of one UNIT (s, min, h); every request counts; every 429 or 503 "
+        "lowers the rate in force, which recovers smoothly (default: 45/min)",
+    )
+    group.add_argument(
+        "--burst",
+        type=positive_int,
+        default=1,
+        metavar="B",
+        help="requests that may leave at once after an idle spell, before pacing resumes; "
+        "1 suits every server limiter, leaky buckets included (default: 1)",
+    )
+    group.add_argument(
+        "--thrifty",
+        action="store_true",
+        help="poll by backoff alone: fewer requests, but results seen later; by default, "
+        "while the budget has room, no job waits longer than one round of all unfinished "
+        "jobs at the budget's rate",
     )
     for flag, default, text in (
         ("--min-delay", "10s", "shortest delay between two polls of one job"),

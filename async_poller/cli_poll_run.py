@@ -42,6 +42,8 @@ def run_poll(args: argparse.Namespace) -> int:
         base_url=args.base_url or os.environ.get("LUCIDITY_BASE_URL") or DEFAULT_BASE_URL,
         concurrency=args.concurrency,
         rate=args.rate,
+        burst=args.burst,
+        thrifty=args.thrifty,
         min_delay=args.min_delay,
         max_delay=args.max_delay,
         deadline=args.deadline,

@@ -69,13 +69,18 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """At most `limit` requests in any sliding window of `period` seconds."""
+    """At most `limit` requests in any sliding window of `period` seconds.
 
-    limit: int
+    Parsed rates have a whole `limit`; the rate in force after throttling may not.
+    """
+
+    limit: float
     period: float
 
     def __post_init__(self) -> None:
-        if self.limit < 1 or not (self.period > 0 and math.isfinite(self.period)):
+        if not (self.limit > 0 and math.isfinite(self.limit)) or not (
+            self.period > 0 and math.isfinite(self.period)
+        ):
             raise ConfigError(f"invalid rate {self.limit}/{self.period}s: both must be positive")
 
     @property
@@ -84,7 +89,9 @@ class Rate:
 
     def __str__(self) -> str:
         unit = _RATE_UNIT_NAMES.get(self.period)
-        return f"{self.limit}/{unit}" if unit else f"{self.limit}/{self.period:g}s"
+        limit = f"{self.limit:.1f}" if self.limit >= 1 else f"{self.limit:.2g}"
+        limit = limit.removesuffix(".0")
+        return f"{limit}/{unit}" if unit else f"{limit}/{self.period:g}s"
 
 
 def parse_rate(text: str) -> Rate:
@@ -123,6 +130,10 @@ class Config:
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = 8
     rate: Rate = field(default_factory=lambda: Rate(45, 60.0))
+    burst: int = 1
+    """Requests that may go at once after an idle spell; then one per 1/rate."""
+    thrifty: bool = False
+    """Poll by backoff alone, even when the budget could afford more frequent polls."""
     min_delay: float = 10.0
     max_delay: float = 120.0
     deadline: float = 3600.0
@@ -151,6 +162,11 @@ class Config:
         )
         if self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
+        if not 1 <= self.burst <= self.rate.limit:
+            raise ConfigError(
+                f"--burst must be from 1 to the rate's N ({self.rate}), got {self.burst}\n"
+                "HINT: a small burst (1 to 5) suits every server limiter"
+            )
         for name in ("min_delay", "unknown_delay"):
             _check_duration(name, getattr(self, name), allow_zero=True)
         for name in ("max_delay", "deadline", "request_timeout"):

@@ -135,6 +135,8 @@ class Summary:
     requests: int
     retries: int
     throttled: int
+    rate: str
+    """The request rate in force at the end (lower than configured after throttling)."""
     duration_s: float
     exit_code: int
 

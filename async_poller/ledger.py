@@ -197,7 +197,13 @@ class Ledger:
         )
 
     def summary(
-        self, jobs: Sequence[JobTracker], *, requests: int, retries: int, exit_code: int
+        self,
+        jobs: Sequence[JobTracker],
+        *,
+        requests: int,
+        retries: int,
+        rate: Rate,
+        exit_code: int,
     ) -> Summary:
         return Summary(
             ts=self.timestamp(),
@@ -206,6 +212,7 @@ class Ledger:
             requests=requests,
             retries=retries,
             throttled=self.throttles,
+            rate=str(rate),
             duration_s=self.elapsed(),
             exit_code=exit_code,
         )

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
 import structlog
 
-from .config import Rate, parse_rate
-from .events import Event, Result, Start, Summary
+from .config import Rate
+from .events import Event, Result, Start, Summary, Throttled
 
 if TYPE_CHECKING:
     from .scheduler import Snapshot
@@ -89,8 +89,8 @@ class RunView:
     """What a person wants to know about a run, kept current from snapshots and events."""
 
     def __init__(self, rate: Rate) -> None:
-        self.configured_rate = rate
-        self.rate = rate
+        self.configured_rate = str(rate)
+        self.rate = str(rate)
         """The budget in force (lower than configured after throttling)."""
         self.total = 0
         self.counts: Counter[str] = Counter()
@@ -120,7 +120,10 @@ class RunView:
         elif isinstance(event, Result):
             self.counts[event.status] += 1
             self.pending = max(0, self.pending - 1)
+        elif isinstance(event, Throttled):
+            self.rate = event.rate
         elif isinstance(event, Summary):
+            self.rate = event.rate
             self.counts = Counter({s: n for s, n in event.counts.items() if s != "pending" and n})
             self.pending = event.counts.get("pending", 0)
             self.requests = event.requests
@@ -135,7 +138,7 @@ class RunView:
         self.counts = Counter({str(s): n for s, n in snapshot.counts.items() if n})
         self.pending = snapshot.pending
         self.requests = snapshot.requests
-        self.rate = parse_rate(snapshot.rate)
+        self.rate = snapshot.rate
         self.paused_for_s = snapshot.paused_for_s
         self.waiting = snapshot.waiting
         self.deadline_in_s = snapshot.deadline_in_s
@@ -181,7 +184,7 @@ class Heartbeat:
             counts=dict(sorted(view.counts.items())),
             requests=view.requests,
             requests_last_min=None if per_minute is None else round(per_minute),
-            budget=str(view.rate),
+            budget=view.rate,
             throttled_for_s=round(view.paused_for_s, 1),
             deadline_in_s=None if view.deadline_in_s is None else round(view.deadline_in_s),
             elapsed_s=round(view.elapsed_s, 1),

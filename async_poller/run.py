@@ -102,7 +102,9 @@ class Run:
         self._interrupt = interrupt or Interrupt()
         self._ticks = ticks
         self._policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
-        self._budget = RateBudget(config.rate, clock, max_in_flight=config.concurrency)
+        self._budget = RateBudget(
+            config.rate, clock, burst=config.burst, max_in_flight=config.concurrency
+        )
         self._retry_budget = RetryBudget()
         self._sweep = FinalSweep(clock)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -149,6 +151,7 @@ class Run:
             self.jobs,
             requests=sum(outcomes.values()),
             retries=self._retry_budget.retries,
+            rate=self._budget.rate,
             exit_code=self._exit_code(),
         )
         if self.config.metrics_file is not None:
@@ -158,14 +161,14 @@ class Run:
 
     def _schedule_first_polls(self, client: StatusChecker) -> None:
         """Give each unfinished job its first poll: in input order (older submissions
-        usually come first, and are likelier to be done), at the budget's pace after a
-        first burst. Until then a job is a nap in a heap, not a task: 100,000 jobs
-        waiting for their turn cost little."""
+        usually come first, and are likelier to be done), at the budget's pace. Until
+        then a job is a nap in a heap, not a task: 100,000 jobs waiting for their turn
+        cost little."""
         waiting = [job for job in self.jobs if not job.done]
         rate = self.config.rate
         round_s = len(waiting) / rate.per_second
         for index, job in enumerate(waiting):
-            delay = self._policy.first_delay(index, rate.limit, rate.per_second)
+            delay = self._policy.first_delay(index, self.config.burst, rate.per_second)
             # A round earlier than its due time: the first round goes before any re-poll.
             priority = self.clock.now() + delay - round_s
             turn = self._sweep.nap(delay, stale_since=-math.inf)
@@ -240,8 +243,7 @@ class Run:
                 # A failed poll is retried early only while the retry budget lasts;
                 # otherwise the job just waits for its next regular poll.
                 early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
-                delay = self._delay(step.wait, pacing, early_retry)
-                priority = self.clock.now() + delay  # earliest overdue first
+                delay, priority = self._next_turn(step.wait, pacing, early_retry)
                 await self._sweep.nap(delay, stale_since=asked)
         except PollerError as error:
             self.stop(error)
@@ -251,6 +253,24 @@ class Run:
             reason = f"internal error: {type(error).__name__}"
             self.ledger.finish(job, Ending(FinalStatus.ERROR, reason))
         self._settle()
+
+    def _next_turn(self, wait: Wait, pacing: Pacing, early_retry: bool) -> tuple[float, float]:
+        """How long the job naps, and its priority when it then asks for a slot.
+
+        When the budget is short (one round of every unfinished job at the rate in force
+        takes longer than --max-delay), backoff decides: the job naps its growing delay,
+        and the earliest overdue goes first. Otherwise the budget has room to poll every
+        job once a round: the job naps only --min-delay, then queues behind those asked
+        before it. With few jobs that polls each every --min-delay; with more, it is round
+        robin at the budget's full pace, so no job waits much longer than a round.
+        """
+        delay = self._delay(wait, pacing, early_retry)
+        now = self.clock.now()
+        if self.config.thrifty or wait not in (Wait.POLL, Wait.RESTART):
+            return delay, now + delay
+        if self._outstanding / self._budget.per_second >= self.config.max_delay:
+            return delay, now + delay
+        return self.config.min_delay, now  # the last answer: the stalest goes first
 
     def _delay(self, wait: Wait, pacing: Pacing, early_retry: bool) -> float:
         if wait is Wait.RETRY:

@@ -2,8 +2,8 @@
 
 Every request, token refreshes included, takes a slot from the shared `RateBudget` (which
 holds the concurrency limit too), runs under a clock-measured timeout, never follows a
-redirect, and reads at most `body_limit` bytes. Throttling answers pause the budget here, so
-every caller benefits.
+redirect, and reads at most `body_limit` bytes. Overload answers (429, 503) lower the budget's
+rate and pause it here, so every caller benefits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ __all__ = ["BODY_LIMIT", "RawResponse", "Transport", "TransportError", "open_ses
 
 BODY_LIMIT: Final = 64 * 1024
 DEFAULT_THROTTLE_PAUSE: Final = 5.0
-"""How long everyone waits after a 429 without a usable Retry-After."""
+"""How long everyone waits after a 429 without a usable Retry-After (a 503 without one only
+lowers the rate)."""
 MAX_THROTTLE_PAUSE: Final = 600.0
 """A longer Retry-After is clamped to this (and reported) rather than stalling the run."""
 
@@ -130,7 +131,7 @@ class Transport:
                         error=failure,
                         elapsed_ms=round((self._clock.now() - sent) * 1000),
                     )
-        self._note_throttling(response)
+        self._note_overload(response, sent)
         return response
 
     async def _send(
@@ -177,15 +178,18 @@ class Transport:
                 raise TransportError("bad_response", f"body over {self._body_limit} bytes")
         return b"".join(chunks)
 
-    def _note_throttling(self, response: RawResponse) -> None:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock.wall())
-        if response.status != 429 and not (response.status == 503 and retry_after is not None):
+    def _note_overload(self, response: RawResponse, sent_at: float) -> None:
+        """A 429 or a 503 is the server's limiter speaking (nginx's `limit_req` answers 503
+        by default): lower the rate in force, and pause everyone as long as it asks."""
+        if response.status not in (429, 503):
             return
-        pause = DEFAULT_THROTTLE_PAUSE if retry_after is None else retry_after
+        pause = parse_retry_after(response.headers.get("Retry-After"), self._clock.wall())
+        if pause is None:  # a 503 alone may be a failing backend: slow down, no pause
+            pause = DEFAULT_THROTTLE_PAUSE if response.status == 429 else 0.0
         if pause > MAX_THROTTLE_PAUSE:
             _log.warning("retry_after_clamped", retry_after_s=pause, used_s=MAX_THROTTLE_PAUSE)
             pause = MAX_THROTTLE_PAUSE
-        rate = self._budget.throttle(pause)
+        rate = self._budget.throttle(pause, sent_at=sent_at)
         self._on_throttle(pause, rate)
 
 

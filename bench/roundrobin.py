@@ -62,7 +62,7 @@ async def round_robin(
     # When the last `limit` requests ended: a request may start one period after the end of
     # the one `limit` places before it, so that, whatever the latency, no window on the
     # server's side holds more than `limit` (async-poller's budget keeps the same rule).
-    ends: deque[float] = deque(maxlen=rate.limit)
+    ends: deque[float] = deque(maxlen=int(rate.limit))
     async with aiohttp.ClientSession(base_url) as session:
         while pending:
             if len(ends) == rate.limit:

@@ -1,9 +1,12 @@
-"""RateBudget: the sliding-window limit, priority order and throttling, in virtual time."""
+"""RateBudget: pacing, the sliding-window limit, priority order and adaptation, in virtual
+time."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,17 +49,19 @@ async def test_never_more_than_the_limit_in_any_window() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     limit=st.integers(1, 10),
+    burst_share=st.floats(0.0, 1.0),
     period=st.floats(0.5, 100.0),
     latencies=st.lists(st.floats(0.0, 30.0), min_size=1, max_size=40),
 )
 def test_window_limit_holds_for_any_latencies(
-    limit: int, period: float, latencies: list[float]
+    limit: int, burst_share: float, period: float, latencies: list[float]
 ) -> None:
-    """Property: for any limit, period and latencies, the window limit holds."""
+    """Property: for any limit, burst, period and latencies, the window limit holds."""
+    burst = 1 + round(burst_share * (limit - 1))
 
     async def scenario() -> list[tuple[float, float]]:
         clock = VirtualClock()
-        budget = RateBudget(Rate(limit, period), clock)
+        budget = RateBudget(Rate(limit, period), clock, burst=burst)
         try:
             return await run_requests(budget, clock, latencies)
         finally:
@@ -66,13 +71,49 @@ def test_window_limit_holds_for_any_latencies(
     assert max_in_any_window(spans, period) <= limit
 
 
-async def test_a_full_window_of_instant_requests_goes_at_once() -> None:
-    """An idle budget grants up to the limit at once, then waits one period for more."""
+async def test_requests_leave_one_interval_apart() -> None:
+    """Instant requests are paced one per period/limit, not let out a window at a time."""
     clock = VirtualClock()
     budget = RateBudget(Rate(3, 10.0), clock)
     spans = await run_requests(budget, clock, [0.0] * 7)
-    assert [start for start, _ in sorted(spans)] == [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 20.0]
+    starts = sorted(start for start, _ in spans)
+    assert [round(start, 6) for start in starts] == [0.0, 3.333333, 6.666667, 10.0, 13.333333,
+                                                     16.666667, 20.0]  # fmt: skip
     await budget.aclose()
+
+
+async def test_a_burst_goes_at_once_then_pacing_and_the_window_hold() -> None:
+    """`burst` requests go at once after an idle spell, then one per interval, and the
+    window still caps the total at the limit."""
+    clock = VirtualClock()
+    budget = RateBudget(Rate(6, 60.0), clock, burst=3)
+    spans = await run_requests(budget, clock, [0.0] * 7)
+    assert [0.0, 0.0, 0.0, 10.0, 20.0, 30.0, 60.0] == sorted(start for start, _ in spans)
+    await budget.aclose()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    limit=st.integers(1, 10),
+    period=st.floats(0.5, 100.0),
+    latencies=st.lists(st.floats(0.0, 30.0), min_size=2, max_size=40),
+)
+def test_unthrottled_requests_never_closer_than_one_interval(
+    limit: int, period: float, latencies: list[float]
+) -> None:
+    """Property: with burst 1, two grants are never closer than period/limit."""
+
+    async def scenario() -> list[tuple[float, float]]:
+        clock = VirtualClock()
+        budget = RateBudget(Rate(limit, period), clock, max_in_flight=3)
+        try:
+            return await run_requests(budget, clock, latencies)
+        finally:
+            await budget.aclose()
+
+    starts = sorted(start for start, _ in asyncio.run(scenario()))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= period / limit - 1e-6
 
 
 async def test_lowest_priority_value_goes_first() -> None:
@@ -98,29 +139,63 @@ async def test_lowest_priority_value_goes_first() -> None:
     await budget.aclose()
 
 
-async def test_throttle_pauses_everyone_and_halves_the_rate() -> None:
-    """After throttle(30), nothing is granted for 30 s and the limit is halved."""
+async def test_a_refusal_pauses_everyone_and_lowers_the_pace() -> None:
+    """After throttle(30), nothing is granted for 30 s, then requests follow at the
+    lowered rate (0.7 of 10/min: one per 60/7 s)."""
     clock = VirtualClock()
     budget = RateBudget(Rate(10, 60.0), clock)
-    assert str(budget.throttle(30.0)) == "5/min"
-    spans = await run_requests(budget, clock, [0.0] * 6)
+    assert "7/min" == str(budget.throttle(30.0, sent_at=0.0))
+    spans = await run_requests(budget, clock, [0.0] * 3)
     starts = sorted(start for start, _ in spans)
-    assert starts[0] == 30.0
-    assert starts[:5] == [30.0] * 5
-    assert starts[5] >= 60.0  # the window and the slowly recovering limit both hold it back
+    assert 30.0 == starts[0]
+    assert starts[1] - starts[0] == pytest.approx(60 / 7)
+    assert 60 / 10 < starts[2] - starts[1] < 60 / 7, "recovering, still below the old pace"
     await budget.aclose()
 
 
-async def test_rate_recovers_after_quiet_periods() -> None:
-    """The halved limit grows back by a tenth of the configured limit per quiet period."""
+async def test_a_refusal_without_a_pause_spaces_the_next_request() -> None:
+    """A 503 without Retry-After pauses nobody, but the next request leaves one lowered
+    interval after the refusal, not when the old pace would have let it."""
     clock = VirtualClock()
-    budget = RateBudget(Rate(20, 60.0), clock)
-    budget.throttle(0.0)
-    assert budget.rate.limit == 10
-    await clock.sleep(60.0)
-    assert budget.rate.limit == 12
-    await clock.sleep(600.0)
-    assert budget.rate.limit == 20
+    budget = RateBudget(Rate(10, 60.0), clock)
+    await run_requests(budget, clock, [0.0])
+    budget.throttle(0.0, sent_at=0.0)
+    spans = await run_requests(budget, clock, [0.0])
+    assert [60 / 7] == pytest.approx([start for start, _ in spans])
+    await budget.aclose()
+
+
+async def test_refusals_of_requests_sent_before_a_cut_lower_the_rate_once() -> None:
+    """Eight refusals of requests that were under way together cut the rate once; a
+    refusal of a request sent after the cut cuts it again."""
+    clock = VirtualClock()
+    budget = RateBudget(Rate(40, 60.0), clock)
+    for _ in range(8):
+        budget.throttle(10.0, sent_at=0.0)
+    assert "28/min" == str(budget.rate)
+    await clock.sleep(11.0)
+    budget.throttle(0.0, sent_at=0.0)
+    assert budget.rate.limit > 28.0, "sent before the cut: ignored, and recovery goes on"
+    budget.throttle(0.0, sent_at=11.0)
+    assert budget.rate.limit < 21.0, "a new episode"
+    await budget.aclose()
+
+
+async def test_rate_recovers_smoothly_to_the_configured_rate() -> None:
+    """After a cut the rate climbs back in small steps, never above the configured rate,
+    and is whole again one recovery period (one window) after the cut."""
+    clock = VirtualClock()
+    budget = RateBudget(Rate(40, 60.0), clock)
+    budget.throttle(0.0, sent_at=0.0)
+    seen = []
+    for _ in range(90):
+        seen.append(budget.rate.limit)
+        await clock.sleep(1.0)
+    steps = [later - earlier for earlier, later in itertools.pairwise(seen)]
+    assert 28.0 == pytest.approx(seen[0])
+    assert min(steps) >= 0.0
+    assert max(steps) < 1.0, "no jump: at most a few percent of the rate per second"
+    assert 40.0 == seen[60] == seen[-1]
     await budget.aclose()
 
 
@@ -162,16 +237,3 @@ def test_retry_budget_credit_is_capped() -> None:
     for _ in range(10_000):
         budget.first_try()
     assert sum(budget.try_spend() for _ in range(100)) == 10
-
-
-async def test_many_429s_in_one_pause_halve_the_rate_once() -> None:
-    """Eight 429s from requests that were in flight together halve the budget only once."""
-    clock = VirtualClock()
-    budget = RateBudget(Rate(40, 60.0), clock)
-    for _ in range(8):
-        budget.throttle(10.0)
-    assert budget.rate.limit == 20
-    await clock.sleep(11.0)
-    budget.throttle(10.0)
-    assert budget.rate.limit == 10, "a 429 after the pause is a new episode"
-    await budget.aclose()

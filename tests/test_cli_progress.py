@@ -87,7 +87,7 @@ def log_lines(stderr: str) -> list[dict[str, Any]]:
 
 async def test_no_progress_when_stderr_is_not_a_terminal(simulator: Simulator, poll: Poll) -> None:
     """With stderr a pipe: JSON log lines only (heartbeats), no frame, no escape codes."""
-    ids = simulator.create_jobs(6)
+    ids = simulator.create_jobs(6, processing_s=120.0)  # outlives a slow start-up
     run = await poll("--heartbeat", "20s", *ids_arg(ids))
     assert run.code in (0, 1), run.stderr
     assert ESC not in run.stderr

@@ -45,8 +45,8 @@ def test_summary_lines_put_failures_first_and_cut_long_reasons() -> None:
     counts = {status.value: 0 for status in FinalStatus} | {"COMPLETED": 1, "FAILED": 1}
     counts |= {"CANCELLED": 1, "pending": 0}
     summary = Summary(
-        ts="t", total=3, counts=counts, requests=9, retries=0, throttled=0, duration_s=120.0,
-        exit_code=1,
+        ts="t", total=3, counts=counts, requests=9, retries=0, throttled=0, rate="45/min",
+        duration_s=120.0, exit_code=1,
     )  # fmt: skip
     lines = summary_lines(summary, results, time_scale=60.0)
     assert "demo: 3 jobs polled in 2m of simulated time (2.0s real)" == lines[1]

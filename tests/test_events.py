@@ -63,6 +63,7 @@ ONE_OF_EACH: list[Event] = [
         requests=12,
         retries=1,
         throttled=1,
+        rate="31.5/min",
         duration_s=95.2,
         exit_code=1,
     ),

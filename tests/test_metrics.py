@@ -22,6 +22,7 @@ def summary(exit_code: int, **counts: int) -> Summary:
         requests=12,
         retries=2,
         throttled=1,
+        rate="45/min",
         duration_s=42.5,
         exit_code=exit_code,
     )

@@ -126,16 +126,33 @@ async def test_transitions_follow_the_lifecycle_in_order() -> None:
     assert summary(events).exit_code == 0
 
 
-async def test_polls_of_a_job_respect_min_and_max_delay() -> None:
-    """Between two polls of a job there are at least min_delay and at most ~max_delay."""
+async def test_thrifty_polls_of_a_job_respect_min_and_max_delay() -> None:
+    """Polling by backoff alone: between two polls of a job there are at least min_delay
+    and at most ~max_delay, and the delays grow."""
     clock = VirtualClock()
     api = FakeApi(clock, {1: lifecycle(3000.0)})
-    await run(api, [1], config(min_delay=10.0, max_delay=120.0))
+    await run(api, [1], config(min_delay=10.0, max_delay=120.0, thrifty=True))
     times = [t for t, _ in api.polls]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 10.0
     assert max(gaps) <= 120.0 + api.latency + 1e-9
     assert len(times) < 3000 / 60, "delays grew beyond min_delay"
+
+
+@pytest.mark.parametrize(("jobs", "longest"), [(1, 10.0), (5, 10.0), (40, 40 / 0.75)])
+async def test_headroom_keeps_every_job_within_one_round(jobs: int, longest: float) -> None:
+    """While the budget has room, no job waits longer than one round of all unfinished jobs
+    at the budget's rate (45/min: 0.75/s), nor less than min_delay, even when every job
+    changes status at once; backoff alone would let the delays climb to max_delay."""
+    clock = VirtualClock()
+    ids = list(range(1, jobs + 1))
+    api = FakeApi(clock, {n: lifecycle(1200.0) for n in ids})
+    await run(api, ids, config(min_delay=10.0, max_delay=300.0))
+    for job_id in ids:
+        times = [t for t, polled in api.polls if polled == job_id]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 10.0
+        assert max(gaps) <= longest + 1.5, f"job {job_id} waited {max(gaps):.1f}s"
 
 
 async def test_deadline_ends_unfinished_jobs_timed_out() -> None:
@@ -265,16 +282,16 @@ async def test_leaving_the_loop_early_cancels_cleanly() -> None:
 
 
 async def test_first_polls_follow_input_order_at_the_budgets_pace() -> None:
-    """First polls go in input order: a first burst as the budget allows, then the rest
-    one budget slot apart."""
+    """First polls go in input order, one budget slot apart from the first: no burst."""
     clock = VirtualClock()
     ids = list(range(1, 501))
     api = FakeApi(clock, {n: [(0, "COMPLETED")] for n in ids}, latency=0.001)
     await run(api, ids, config(rate=Rate(100, 1.0), concurrency=1000))
     firsts = [t for t, _ in api.polls]
     assert [job for _, job in api.polls] == ids
-    # 100 in any 1 s window: a burst each second, first come first served.
-    assert 3.9 < max(firsts) - min(firsts) <= 4.1
+    gaps = [b - a for a, b in itertools.pairwise(firsts)]
+    assert min(gaps) >= 0.01 - 1e-9
+    assert max(firsts) - min(firsts) < 5.1
 
 
 async def test_ticks_report_progress_in_clock_time() -> None:

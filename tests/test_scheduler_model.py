@@ -519,7 +519,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         answered = [r for r in self.api.sent if r.outcome is not None]
         # Every request sent counts, including one cut short by the end of the run.
         assert summary.requests == len(self.api.sent)
-        assert summary.throttled == sum(r.outcome == "throttled" for r in answered)
+        # Every 429 and 503 slows the rate: a 503 without Retry-After (the "http" fault) too.
+        assert summary.throttled == sum(r.outcome in ("throttled", "http") for r in answered)
         assert summary.retries <= 10 + 0.2 * (summary.requests - summary.retries)
         if aborted:
             expected = 4

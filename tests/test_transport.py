@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections.abc import AsyncIterator
@@ -166,3 +167,68 @@ async def aiohttp_redirect_server() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
     assert visited == []
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "pause"),
+    [
+        (503, {}, 0.0),  # nginx limit_req's default answer: slow down, nobody pauses
+        (429, {}, 5.0),  # no Retry-After: the default pause
+        (503, {"Retry-After": "7"}, 7.0),
+        (429, {"Retry-After": "3"}, 3.0),
+    ],
+)
+async def test_every_overload_answer_lowers_the_rate(
+    status: int, headers: dict[str, str], pause: float
+) -> None:
+    """429 and 503, with or without Retry-After, lower the budget's rate; only a
+    Retry-After (or a bare 429) pauses everyone."""
+    reports: list[tuple[float, Rate]] = []
+    async with answering(status, headers) as base_url:
+        clock = SystemClock(scale=60.0)
+        budget = RateBudget(Rate(40, 60.0), clock)
+        async with open_session(1, None) as session:
+            transport = Transport(
+                session,
+                base_url,
+                budget=budget,
+                clock=clock,
+                timeout=5.0,
+                on_throttle=lambda pause, rate: reports.append((pause, rate)),
+            )
+            await transport.request("GET", "/", priority=0.0, headers={})
+            assert budget.paused_for() == pytest.approx(pause, abs=0.5)
+        await budget.aclose()
+    [(reported_pause, rate)] = reports
+    assert (pause, "28/min") == (reported_pause, str(rate))
+
+
+async def test_other_server_errors_leave_the_rate_alone() -> None:
+    """A 500 is a failure of one request, not a sign of overload."""
+    async with answering(500, {}) as base_url:
+        clock = SystemClock(scale=60.0)
+        budget = RateBudget(Rate(40, 60.0), clock)
+        async with open_session(1, None) as session:
+            transport = quiet_transport(session, base_url, budget, clock, timeout=5.0)
+            await transport.request("GET", "/", priority=0.0, headers={})
+        await budget.aclose()
+    assert "40/min" == str(budget.rate)
+
+
+@contextlib.asynccontextmanager
+async def answering(status: int, headers: dict[str, str]) -> AsyncIterator[str]:
+    """A server on an ephemeral loopback port that answers every request `status`."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers=headers, text="busy")
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
