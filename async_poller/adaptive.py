@@ -21,6 +21,8 @@ class AdaptiveRate:
 
     `recovery` is how long the curve takes to climb back to the rate that was refused;
     about one rate-limit window lets a sliding-window server forget the overload first.
+    `refused_at`, `cut_at` and `signalled_at` are the whole state, so that processes that
+    share a budget can share the curve too.
     """
 
     def __init__(
@@ -35,15 +37,15 @@ class AdaptiveRate:
         self.floor = ceiling * floor_share
         self._recovery = recovery
         self._beta = beta
-        self._refused_at = ceiling  # the rate in force when last refused (CUBIC's W_max)
-        self._cut_at = -math.inf  # when the curve starts (the end of any pause)
-        self._signalled_at = -math.inf  # when the last cut was decided
+        self.refused_at = ceiling  # the rate in force when last refused (CUBIC's W_max)
+        self.cut_at = -math.inf  # when the curve starts (the end of any pause)
+        self.signalled_at = -math.inf  # when the last cut was decided
 
     def at(self, now: float) -> float:
         """The rate in force at `now`."""
-        since = max(0.0, now - self._cut_at)  # infinite before the first cut: the ceiling
-        scale = (1 - self._beta) * self._refused_at / self._recovery**3
-        rate = self._refused_at + scale * (since - self._recovery) ** 3
+        since = max(0.0, now - self.cut_at)  # infinite before the first cut: the ceiling
+        scale = (1 - self._beta) * self.refused_at / self._recovery**3
+        rate = self.refused_at + scale * (since - self._recovery) ** 3
         return max(self.floor, min(self.ceiling, rate))
 
     def cut(self, now: float, *, sent_at: float, resume_at: float) -> bool:
@@ -53,15 +55,15 @@ class AdaptiveRate:
         nothing new: they are ignored (one cut per round trip, as TCP does). The curve starts
         at `resume_at`, when any pause the server asked for ends. False when ignored.
         """
-        if sent_at <= self._signalled_at:
+        if sent_at <= self.signalled_at:
             return False
-        self._refused_at = self.at(now)
-        self._signalled_at = now
-        self._cut_at = max(now, resume_at)
+        self.refused_at = self.at(now)
+        self.signalled_at = now
+        self.cut_at = max(now, resume_at)
         return True
 
     def __repr__(self) -> str:
         return (
-            f"AdaptiveRate(ceiling={self.ceiling:g}/s, refused_at={self._refused_at:g}/s, "
-            f"cut_at={self._cut_at:g})"
+            f"AdaptiveRate(ceiling={self.ceiling:g}/s, refused_at={self.refused_at:g}/s, "
+            f"cut_at={self.cut_at:g})"
         )

@@ -1,16 +1,11 @@
-"""The shared request budget: requests paced evenly, at most N in any sliding window.
+"""The request budget: slots granted best-priority first, within a `Pacer` and a concurrency
+limit.
 
-Two limits, both always in force:
-- pacing (GCRA, the generic cell rate algorithm): one request per 1/rate seconds, with a
-  tolerance of `burst - 1` intervals after an idle spell. Any server limiter, leaky bucket,
-  token bucket or sliding window, sees a steady flow it can admit;
-- a sliding-window log: a request occupies the window from the moment it is granted until
-  it *ends* plus one period. The server saw it somewhere in between, so whatever the
-  latency, no server-side window can hold more than the configured limit.
-
-The pacing rate is an `AdaptiveRate`: every overload answer lowers it, and it recovers
-smoothly. (aiolimiter's leaky bucket was not used: it lets up to twice the limit through in
-one window after an idle spell, and has no notion of a rate that adapts.)
+The pacer decides *when* a request may leave (pacing, the sliding window, throttling; see
+`pacer`); the budget decides *which* waiting request it is, and keeps the concurrency
+limit, so that a granted request goes out at once: it cannot sit in a second queue while a
+429 arrives. One dispatcher task asks the pacer on behalf of every waiter, so that a pacer
+shared with other processes is asked once per request, not once per waiting job.
 """
 
 from __future__ import annotations
@@ -19,30 +14,20 @@ import asyncio
 import heapq
 import itertools
 import math
-from collections import deque
 
-from .adaptive import AdaptiveRate
 from .clock import Clock, TimerHandle
 from .config import Rate
+from .pacer import LocalPacer, Pacer
 
 __all__ = ["FIRST", "RateBudget", "RetryBudget"]
 
 FIRST = -math.inf
 """The priority that goes before every other (token refreshes)."""
 
-_EARLY = 1e-6
-"""A timer may fire this much before its time (float rounding): close enough to grant."""
-
 
 class RateBudget:
-    """Grants request slots within `rate`, `burst` and `max_in_flight`, lowest priority
-    value first, ties in arrival order.
-
-    `throttle()` pauses every grant for the time the server asked and lowers the pacing
-    rate (once per episode, however many refusals arrive from requests already under way).
-    The concurrency limit lives here too, so that a granted request goes out at once: it
-    cannot sit in a second queue while a 429 arrives.
-    """
+    """Grants request slots within a pacer (by default one of its own for `rate` and
+    `burst`) and `max_in_flight`, lowest priority value first, ties in arrival order."""
 
     def __init__(
         self,
@@ -51,25 +36,23 @@ class RateBudget:
         *,
         burst: int = 1,
         max_in_flight: int | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._rate = rate
         self._clock = clock
-        self._burst = burst
+        self._pacer = pacer if pacer is not None else LocalPacer(rate, clock, burst=burst)
         self._max_in_flight = max_in_flight if max_in_flight is not None else math.inf
-        self._pace = AdaptiveRate(rate.per_second, recovery=rate.period)
-        self._next_at = -math.inf  # GCRA's theoretical arrival time of the next request
-        self._ended: deque[float] = deque()
         self._in_flight = 0
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-        self._paused_until = -math.inf
-        self._wakeup: TimerHandle | None = None
-        self._wakeup_at = math.inf
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._nudge: asyncio.Future[None] | None = None
+        self._until_an_end = False  # the dispatcher waits for a request under way to end
 
     @property
     def per_second(self) -> float:
         """The pacing rate now in force, in requests per second."""
-        return self._pace.at(self._clock.now())
+        return self._pacer.per_second()
 
     @property
     def rate(self) -> Rate:
@@ -79,7 +62,7 @@ class RateBudget:
 
     def paused_for(self) -> float:
         """Seconds until a throttling pause ends (0 when not paused)."""
-        return max(0.0, self._paused_until - self._clock.now())
+        return self._pacer.paused_for()
 
     @property
     def waiting(self) -> int:
@@ -90,98 +73,93 @@ class RateBudget:
         """`async with budget.slot(priority):` holds one request slot for the block."""
         return _Slot(self, priority)
 
-    def _release(self) -> None:
-        self._in_flight -= 1
-        self._ended.append(self._clock.now())
-        if self._waiters:  # nobody waiting: the next acquire's fast path tidies the window
-            self._dispatch()
-
     def throttle(self, pause: float, *, sent_at: float) -> Rate:
         """The server refused a request sent at `sent_at`: pause all grants for `pause`
         seconds and lower the rate in force; return it."""
-        now = self._clock.now()
-        self._paused_until = max(self._paused_until, now + pause)
-        if self._pace.cut(now, sent_at=sent_at, resume_at=self._paused_until):
-            # The next request leaves when the pause ends, and a whole new interval after
-            # the refusal, so that a leaky bucket sees the gap it asked for.
-            interval = 1 / self._pace.at(now)
-            self._next_at = max(self._next_at, now + interval, self._paused_until)
-        self._dispatch()
+        self._pacer.throttle(pause, sent_ago=self._clock.now() - sent_at)
         return self.rate
 
     async def _acquire(self, priority: float) -> None:
-        if not self._waiters and self._free_at(self._clock.now()) is None:
-            self._grant()  # the common case when the budget is not short: no queue
+        if (
+            not self._waiters
+            and self._dispatcher is None
+            and self._in_flight < self._max_in_flight
+            and await self._pacer.try_pass() is None
+        ):
+            self._in_flight += 1  # the common case when the budget is not short: no queue
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
-        self._dispatch()
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                # Granted, then cancelled before use: the slot was never spent.
-                self._in_flight -= 1
-                self._dispatch()
+                self._release(used=False)  # granted, then cancelled before use
             raise
 
-    def _grant(self) -> None:
-        now = self._clock.now()
-        self._in_flight += 1
-        self._next_at = max(self._next_at, now) + 1 / self._pace.at(now)
+    def _release(self, *, used: bool = True) -> None:
+        self._in_flight -= 1
+        self._pacer.ended(used=used)
+        if self._until_an_end and self._nudge is not None and not self._nudge.done():
+            self._nudge.set_result(None)
 
-    def _dispatch(self) -> None:
-        now = self._clock.now()
-        while self._waiters:
-            future = self._waiters[0][2]
-            if future.done():
+    async def _dispatch(self) -> None:
+        """Grant waiters, best first, as the concurrency limit and the pacer allow."""
+        try:
+            while self._head() is not None:
+                if self._in_flight >= self._max_in_flight:
+                    await self._doze(math.inf)
+                    continue
+                wait = await self._pacer.try_pass()
+                if wait is not None:
+                    await self._doze(wait)
+                    continue
+                head = self._head()  # the best waiter may have changed during the await
+                if head is None:
+                    self._pacer.ended(used=False)
+                    break
                 heapq.heappop(self._waiters)
-                continue
-            free_at = self._free_at(now)
-            if free_at is not None:
-                if free_at < math.inf:
-                    self._wake_at(free_at)
-                return  # at infinity: the end of an in-flight request dispatches again
+                self._in_flight += 1
+                head.set_result(None)
+        finally:
+            self._dispatcher = None
+
+    def _head(self) -> asyncio.Future[None] | None:
+        while self._waiters and self._waiters[0][2].done():
             heapq.heappop(self._waiters)
-            self._grant()
-            future.set_result(None)
+        return self._waiters[0][2] if self._waiters else None
 
-    def _free_at(self, now: float) -> float | None:
-        """None when a request may go at `now`; otherwise the earliest time one may (inf:
-        when a request in flight ends)."""
-        while self._ended and self._ended[0] + self._rate.period <= now:
-            self._ended.popleft()
-        if now < self._paused_until:
-            return self._paused_until
-        if self._in_flight >= self._max_in_flight:
-            return math.inf
-        if len(self._ended) + self._in_flight >= self._rate.limit:
-            return self._ended[0] + self._rate.period if self._ended else math.inf
-        paced_at = self._next_at - (self._burst - 1) / self._pace.at(now)
-        return paced_at if now < paced_at - _EARLY else None
+    async def _doze(self, seconds: float) -> None:
+        """Sleep `seconds` of clock time, or until a request ends if `seconds` is inf."""
+        self._nudge = asyncio.get_running_loop().create_future()
+        self._until_an_end = seconds == math.inf
+        timer: TimerHandle | None = None
+        if not self._until_an_end:
+            timer = self._clock.call_later(seconds, self._wake)
+        try:
+            await self._nudge
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._nudge, self._until_an_end = None, False
 
-    def _wake_at(self, when: float) -> None:
-        if self._wakeup is not None and self._wakeup_at <= when:
-            return
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup_at = when
-        self._wakeup = self._clock.call_later(when - self._clock.now(), self._on_wakeup)
-
-    def _on_wakeup(self) -> None:
-        self._wakeup, self._wakeup_at = None, math.inf
-        self._dispatch()
+    def _wake(self) -> None:
+        if self._nudge is not None and not self._nudge.done():
+            self._nudge.set_result(None)
 
     async def aclose(self) -> None:
-        """Stop the internal timer (call when the run ends)."""
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-            self._wakeup = None
+        """Stop the dispatcher and hand back what the pacer holds (call when the run ends)."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await self._pacer.aclose()
 
     def __repr__(self) -> str:
         return (
-            f"RateBudget(rate={self.rate}, burst={self._burst}, in_window={len(self._ended)}, "
-            f"in_flight={self._in_flight}, waiting={self.waiting})"
+            f"RateBudget(rate={self.rate}, in_flight={self._in_flight}, "
+            f"waiting={self.waiting}, pacer={self._pacer!r})"
         )
 
 

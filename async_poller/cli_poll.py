@@ -163,6 +163,14 @@ def _add_pacing(group: argparse._ArgumentGroup) -> None:
         "1 suits every server limiter, leaky buckets included (default: 1)",
     )
     group.add_argument(
+        "--budget-store",
+        default="auto",
+        metavar="PATH",
+        help="where every async-poller process of the same tenant (base URL and credential) "
+        "shares the budget: a SQLite file; auto = $XDG_STATE_HOME/async-poller/budget.db "
+        "(~/.local/state/...); none = this process's own budget (default: auto)",
+    )
+    group.add_argument(
         "--thrifty",
         action="store_true",
         help="poll by backoff alone: fewer requests, but results seen later; by default, "

@@ -44,6 +44,7 @@ def run_poll(args: argparse.Namespace) -> int:
         rate=args.rate,
         burst=args.burst,
         thrifty=args.thrifty,
+        budget_store=_budget_store(args.budget_store),
         min_delay=args.min_delay,
         max_delay=args.max_delay,
         deadline=args.deadline,
@@ -59,6 +60,16 @@ def run_poll(args: argparse.Namespace) -> int:
     clock = SystemClock(args.time_scale)
     with open_output(args.output) as stream:
         return asyncio.run(_stream(job_ids, config, stream, clock, args))
+
+
+def _budget_store(given: str) -> str | None:
+    if given == "none":
+        return None
+    if given == "auto":
+        from .sharing import default_store_path
+
+        return str(default_store_path())
+    return given
 
 
 def _job_ids(args: argparse.Namespace) -> JobIds:

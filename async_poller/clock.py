@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "TimerHandle", "rfc3339"]
+__all__ = ["Clock", "SystemClock", "TimerHandle", "rfc3339", "shared_timeline"]
 
 
 class TimerHandle(Protocol):
@@ -84,3 +84,13 @@ def rfc3339(wall: float) -> str:
     """Format epoch seconds as RFC 3339 UTC with milliseconds and a `Z`."""
     stamp = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
+
+
+def shared_timeline(clock: Clock) -> Callable[[], float]:
+    """Clock seconds on a line that every process on this host agrees on, across restarts:
+    the Unix time, scaled like `clock`. (A scaled `wall()` starts at each clock's own
+    making, and monotonic time restarts at boot.) Other clocks have one process only."""
+    if isinstance(clock, SystemClock):
+        scale = clock.scale
+        return lambda: time.time() * scale
+    return clock.wall

@@ -134,6 +134,9 @@ class Config:
     """Requests that may go at once after an idle spell; then one per 1/rate."""
     thrifty: bool = False
     """Poll by backoff alone, even when the budget could afford more frequent polls."""
+    budget_store: str | None = None
+    """Where every process of the tenant shares the budget: a SQLite file's path; None:
+    this process's own budget. The CLI's default is `sharing.default_store_path()`."""
     min_delay: float = 10.0
     max_delay: float = 120.0
     deadline: float = 3600.0

@@ -13,19 +13,21 @@ import random
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from .budget import RateBudget, RetryBudget
 from .client import StatusChecker
-from .clock import Clock
+from .clock import Clock, shared_timeline
 from .config import Config
 from .errors import AuthError, PollerError
-from .events import Summary
+from .events import RunWarning, Summary
 from .ids import JobIds
 from .job import Ending, GiveUpLimits, JobTracker, Wait
 from .ledger import Ledger
 from .outcome import ExitCode, FinalStatus, exit_code_for
+from .pacer import Pacer
 from .policy import DelayPolicy, Pacing
 from .state import StateStore
 from .sweep import FinalSweep
@@ -103,7 +105,11 @@ class Run:
         self._ticks = ticks
         self._policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
         self._budget = RateBudget(
-            config.rate, clock, burst=config.burst, max_in_flight=config.concurrency
+            config.rate,
+            clock,
+            burst=config.burst,
+            max_in_flight=config.concurrency,
+            pacer=self._shared_pacer(),
         )
         self._retry_budget = RetryBudget()
         self._sweep = FinalSweep(clock)
@@ -112,6 +118,35 @@ class Run:
         self._abort: PollerError | None = None
         self.ledger.resume(self.jobs)
         self._outstanding = self.unfinished()
+
+    def _shared_pacer(self) -> Pacer | None:
+        """The tenant's shared pacer, if the budget is shared (`config.budget_store`)."""
+        config = self.config
+        if config.budget_store is None:
+            return None
+        from .sharing import SqlitePacer, tenant_key
+
+        return SqlitePacer(
+            Path(config.budget_store),
+            tenant_key(config.base_url, config.credentials),
+            config.rate,
+            self.clock,
+            timeline=shared_timeline(self.clock),
+            burst=config.burst,
+            max_request_s=config.request_timeout,
+            on_failure=self._budget_store_failed,
+        )
+
+    def _budget_store_failed(self, reason: str) -> None:
+        store = str(self.config.budget_store)
+        self.ledger.emit(
+            RunWarning(
+                ts=self.ledger.timestamp(),
+                code="budget_store_unavailable",
+                message=reason,
+                details={"budget_store": store},
+            )
+        )
 
     def unfinished(self) -> int:
         return sum(not job.done for job in self.jobs)

@@ -23,6 +23,15 @@ QUICK_JOBS: dict[str, Any] = {
 """Job lifecycles of about 40 simulated seconds, so a scenario takes a few real seconds."""
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's CLI runs share their budget (`--budget-store auto`) in a store of the
+    test's own: a port reused by a later test's simulator must not inherit a pause."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
     """A running simulator; `@pytest.mark.simulator(**settings)` overrides its config."""

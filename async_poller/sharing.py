@@ -1,0 +1,297 @@
+"""One budget per tenant: the pacing state in a SQLite file that every process shares.
+
+The API's limit belongs to the tenant (a base URL and a credential), not to one process.
+Every process of a tenant keeps the same `PaceState` (the next request's slot, a pause the
+server asked for, the adaptive rate) and the same sliding-window log in one SQLite file, and
+lets a request leave only inside one short write transaction that checks and records it.
+So pacing, the window and throttling hold across processes and across restarts: a run
+started right after a `kill -9` sees what its predecessor spent in the last window.
+
+A process holds nothing: a request in the log counts until it ends plus a window, or, if its
+process died, until its latest possible end (`max_request_s`) plus a window. When the file
+cannot be used, the pacer says why once (`on_failure`) and goes on alone at a conservative
+share of the rate (half, or less if more sharers were seen), never more than the rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from .adaptive import AdaptiveRate
+from .clock import Clock
+from .config import Credentials, Rate
+from .pacer import LocalPacer, PaceState, decide
+
+__all__ = ["SqlitePacer", "default_store_path", "tenant_key"]
+
+_log = structlog.get_logger("async_poller")
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS pace (
+    tenant TEXT PRIMARY KEY,
+    next_at REAL, paused_until REAL, refused_at REAL, cut_at REAL, signalled_at REAL
+);
+CREATE TABLE IF NOT EXISTS flight (
+    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, ends_by REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flight_by_tenant ON flight (tenant, ends_by);
+CREATE TABLE IF NOT EXISTS sharer (
+    tenant TEXT NOT NULL, id TEXT NOT NULL, seen_at REAL NOT NULL, PRIMARY KEY (tenant, id)
+);
+"""
+FAIRNESS_JITTER: Final = 0.05
+"""A process told to wait asks again up to this share of an interval later, at random, so
+that sharers take turns rather than the same one always winning the next slot."""
+
+
+def default_store_path() -> Path:
+    """`$XDG_STATE_HOME/async-poller/budget.db` (`~/.local/state/...` by default)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "async-poller" / "budget.db"
+
+
+def tenant_key(base_url: str, credentials: Credentials) -> str:
+    """Who owns a budget: the API host and the credential, hashed (the file never holds
+    the credential itself)."""
+    given = credentials.refresh_token or credentials.access_token
+    credential = given.reveal() if given is not None else str(credentials.token_command)
+    digest = hashlib.sha256(f"{base_url}\0{credential}".encode()).hexdigest()
+    return digest[:32]
+
+
+class SqlitePacer:
+    """A pacer whose state lives in a SQLite file shared by every process of a tenant."""
+
+    def __init__(
+        self,
+        path: Path,
+        tenant: str,
+        rate: Rate,
+        clock: Clock,
+        *,
+        timeline: Callable[[], float],
+        burst: int = 1,
+        max_request_s: float = 60.0,
+        on_failure: Callable[[str], None] = lambda reason: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._path = path
+        self._tenant = tenant
+        self._rate = rate
+        self._clock = clock
+        self._timeline = timeline
+        self._burst = burst
+        self._max_request_s = max_request_s
+        self._on_failure = on_failure
+        self._rng = rng or random.Random()
+        self._id = f"{os.getpid()}-{self._rng.getrandbits(32):08x}"
+        self._state = PaceState(
+            -math.inf, -math.inf, AdaptiveRate(rate.per_second, recovery=rate.period)
+        )
+        self._in_flight: deque[int] = deque()  # log rows of this process's requests
+        self._ended: list[tuple[int, float | None]] = []  # row, end (None: never sent)
+        self._sharers = 1
+        self._alone: LocalPacer | None = None
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = _open(path)
+        except (sqlite3.Error, OSError) as error:
+            self._fail(error)
+
+    @property
+    def sharers(self) -> int:
+        """Processes seen spending this budget in the last window, this one included."""
+        return self._sharers
+
+    def per_second(self) -> float:
+        if self._alone is not None:
+            return self._alone.per_second()
+        return self._state.pace.at(self._timeline())
+
+    def paused_for(self) -> float:
+        if self._alone is not None:
+            return self._alone.paused_for()
+        return max(0.0, self._state.paused_until - self._timeline())
+
+    async def try_pass(self) -> float | None:
+        if self._alone is not None:
+            return await self._alone.try_pass()
+        try:
+            wait = self._try_pass()
+        except sqlite3.Error as error:
+            self._fail(error)
+            return await self.try_pass()
+        if wait is None or math.isinf(wait):
+            return wait
+        interval = 1 / self._state.pace.at(self._timeline())
+        return wait + self._rng.uniform(0, FAIRNESS_JITTER * interval)
+
+    def ended(self, *, used: bool = True) -> None:
+        if self._alone is not None:
+            self._alone.ended(used=used)
+        elif self._in_flight:  # rows are alike: the oldest one ends, whichever request it was
+            self._ended.append((self._in_flight.popleft(), self._timeline() if used else None))
+
+    def throttle(self, pause: float, *, sent_ago: float) -> None:
+        if self._alone is not None:
+            self._alone.throttle(pause, sent_ago=sent_ago)
+            return
+        now = self._timeline()
+        try:
+            with self._transaction():
+                self._load()
+                self._state.throttle(now, pause, now - sent_ago)
+                self._save()
+        except sqlite3.Error as error:
+            self._fail(error)
+            self.throttle(pause, sent_ago=sent_ago)
+
+    async def aclose(self) -> None:
+        """Record the ends of this process's last requests, and close the file."""
+        if self._db is None:
+            return
+        try:
+            with self._transaction():
+                self._flush_ended()
+        except sqlite3.Error as error:
+            _log.warning("budget_store_not_updated", reason=str(error))
+        finally:
+            self._db.close()
+            self._db = None
+
+    def _try_pass(self) -> float | None:
+        now = self._timeline()
+        period = self._rate.period
+        with self._transaction() as db:
+            self._flush_ended()
+            self._load()
+            db.execute(
+                "DELETE FROM flight WHERE tenant = ? AND ends_by + ? <= ?",
+                (self._tenant, period, now),
+            )
+            in_window, first_end = db.execute(
+                "SELECT count(*), min(ends_by) FROM flight WHERE tenant = ?", (self._tenant,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO sharer VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant, id) DO UPDATE SET seen_at = excluded.seen_at",
+                (self._tenant, self._id, now),
+            )
+            db.execute(
+                "DELETE FROM sharer WHERE tenant = ? AND seen_at + ? <= ?",
+                (self._tenant, period, now),
+            )
+            (self._sharers,) = db.execute(
+                "SELECT count(*) FROM sharer WHERE tenant = ?", (self._tenant,)
+            ).fetchone()
+            oldest = math.inf if first_end is None else first_end + period
+            at = decide(
+                self._state, now, burst=self._burst, limit=self._rate.limit,
+                in_window=in_window, oldest=oldest,
+            )  # fmt: skip
+            if at is None:
+                row = db.execute(
+                    "INSERT INTO flight (tenant, ends_by) VALUES (?, ?)",
+                    (self._tenant, now + self._max_request_s),
+                ).lastrowid
+                assert row is not None
+                self._in_flight.append(row)
+                self._state.passed(now)
+                self._save()
+        return None if at is None else at - now
+
+    def _flush_ended(self) -> None:
+        assert self._db is not None
+        for row, end in self._ended:
+            if end is None:
+                self._db.execute("DELETE FROM flight WHERE id = ?", (row,))
+            else:
+                self._db.execute("UPDATE flight SET ends_by = ? WHERE id = ?", (end, row))
+        self._ended.clear()
+
+    def _load(self) -> None:
+        assert self._db is not None
+        found = self._db.execute(
+            "SELECT next_at, paused_until, refused_at, cut_at, signalled_at "
+            "FROM pace WHERE tenant = ?",
+            (self._tenant,),
+        ).fetchone()
+        if found is None:
+            return
+        state, pace = self._state, self._state.pace
+        next_at, paused_until, refused_at, cut_at, signalled_at = found
+        state.next_at, state.paused_until = _time(next_at), _time(paused_until)
+        pace.refused_at = refused_at if refused_at is not None else pace.ceiling
+        pace.cut_at, pace.signalled_at = _time(cut_at), _time(signalled_at)
+
+    def _save(self) -> None:
+        assert self._db is not None
+        state, pace = self._state, self._state.pace
+        values = (state.next_at, state.paused_until, pace.refused_at, pace.cut_at)
+        self._db.execute(
+            "INSERT OR REPLACE INTO pace VALUES (?, ?, ?, ?, ?, ?)",
+            (self._tenant, *map(_stored, values), _stored(pace.signalled_at)),
+        )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _fail(self, error: BaseException) -> None:
+        """Go on alone, at a share of the rate that leaves room for the sharers seen."""
+        share = 1 / max(2, self._sharers)
+        rate = Rate(self._rate.limit * share, self._rate.period)
+        self._alone = LocalPacer(rate, self._clock, burst=1)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        reason = (
+            f"the shared budget store {self._path} cannot be used ({error}); "
+            f"going on alone at {rate}, {share:.0%} of {self._rate}"
+        )
+        _log.warning("budget_store_unavailable", path=str(self._path), reason=str(error))
+        self._on_failure(reason)
+
+    def __repr__(self) -> str:
+        where = "alone" if self._alone is not None else str(self._path)
+        return f"SqlitePacer({where}, tenant={self._tenant[:8]}, sharers={self._sharers})"
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.executescript(SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _time(value: float | None) -> float:
+    return -math.inf if value is None else value
+
+
+def _stored(value: float) -> float | None:
+    return None if math.isinf(value) else value
