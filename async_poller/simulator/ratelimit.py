@@ -87,7 +87,7 @@ class TokenBucketLimiter:
         # Admitted from `tat - tolerance` on: then at least one token is back in the bucket.
         early = tat - self._tolerance - now
         if early > 0:
-            return max(1, math.ceil(early))
+            return math.ceil(early)  # at least 1, as early > 0
         self._tat = tat + self.interval
         return None
 
