@@ -59,6 +59,9 @@ examples:
 
   # a flaky API: 10% of the answers are 503
   async-poller simulate --jobs 20 --fault-rate http_503=0.1
+
+  # behind nginx limit_req rate=50r/m (no burst): 503 without Retry-After when too early
+  async-poller simulate --jobs 20 --limiter bucket:1 --throttle-status 503 --no-retry-after
 """
 
 DEMO_EXAMPLES = """\

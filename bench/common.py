@@ -285,12 +285,20 @@ class SimulatorProcess:
 
     def stats(self) -> Json:
         """The simulator's request log and counts (`GET /_sim/stats`)."""
+        stats: Json = self._get("/_sim/stats")
+        return stats
+
+    def truth(self) -> list[Json]:
+        """Every job's true timeline and final status (`GET /_sim/truth`)."""
+        truth: list[Json] = self._get("/_sim/truth")
+        return truth
+
+    def _get(self, path: str) -> Any:
         import json
         import urllib.request
 
-        with urllib.request.urlopen(self.base_url + "/_sim/stats", timeout=60) as response:
-            stats: Json = json.load(response)
-        return stats
+        with urllib.request.urlopen(self.base_url + path, timeout=60) as response:
+            return json.load(response)
 
     def client_env(self) -> dict[str, str]:
         """An environment pointing `async-poller poll` at this simulator."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import efficiency, overhead, scale, startup
+from . import efficiency, limiters, overhead, scale, startup
 from .common import markdown_table
 
 __all__ = ["render"]
@@ -35,6 +35,7 @@ def render(results: Json) -> str:
         ("efficiency", "Detection efficiency under a budget", efficiency.render),
         ("overhead", "Overhead with the budget lifted", overhead.render),
         ("scale", "Scale", scale.render),
+        ("limiters", "Behind server rate limiters", limiters.render),
         ("startup", "Start-up", startup.render),
     )
     for key, title, render_section in sections:
@@ -110,6 +111,21 @@ def _targets(results: Json) -> list[list[object]]:
                     "yes" if polled["outcome"].startswith("one result per job") else "no",
                 ]
             )
+    if "limiters" in results:
+        servers = results["limiters"]["rows"]
+        met = sum(all(row["targets"].values()) for row in servers)
+        worst = max(servers, key=lambda row: row["refused_share"])
+        slowest = max(servers, key=lambda row: row["time_ratio"])
+        rows.append(
+            [
+                "behind limiters (window, bucket:1, bucket:5 x 429/503)",
+                "every job final, <= 5% refused, run time <= 1.2x window/429",
+                f"{sum(r['final'] == r['jobs'] for r in servers)} of {len(servers)} all final; "
+                f"most refused {worst['refused_share']:.0%} ({worst['limiter']} "
+                f"{worst['refusal']}); slowest {slowest['time_ratio']:.2f}x",
+                f"{met} of {len(servers)} rows met",
+            ]
+        )
     if "startup" in results:
         commands = results["startup"]["commands"]
         rows.append(

@@ -704,7 +704,7 @@ def simulate_parser() -> argparse.ArgumentParser:
 def test_simulate_flags_all_have_help() -> None:
     """Every `simulate` flag explains itself in --help."""
     flags = [a for a in simulate_parser()._actions if not isinstance(a, argparse._HelpAction)]
-    assert len(flags) == 11
+    assert len(flags) == 14
     assert all(action.help for action in flags)
 
 

@@ -16,11 +16,11 @@ from aiohttp import web
 
 from ..clock import Clock
 from ..outcome import ACTIVE
-from .bodies import JobData, Reply, error_reply, job_data, success_reply
+from .bodies import JobData, Reply, error_reply, job_data, refusal_reply, success_reply
 from .faultplan import FaultPicker, Target
 from .faults import FaultInjector
 from .jobs import JobBook
-from .ratelimit import SlidingWindowLimiter
+from .ratelimit import limiter_for
 from .records import RequestLog
 from .settings import Envelope, SimulatorConfig
 from .tokens import TokenStore
@@ -50,7 +50,7 @@ class LucidityApi:
         """When the simulator started: scripted fault windows count from here."""
         self.closing = asyncio.Event()
         """Set while the server stops, so that stalled responses give up at once."""
-        self._limiter = SlidingWindowLimiter(config.rate_limit, config.rate_window)
+        self._limiter = limiter_for(config.limiter, config.rate_limit, config.rate_window)
         self._faults = FaultPicker(config.faults, config.seed)
         self._injector = FaultInjector(
             config.faults, clock, self.jobs, config.envelope, self.closing
@@ -68,12 +68,9 @@ class LucidityApi:
             now = self.clock.now()
             job_id = parse_job_id(request.query.getall("id", []))
             index = self.log.arrive(now, request.method, request.path, job_id)
-            retry_after = self._limiter.admit(now)
-            if retry_after is not None:
-                self.log.answer(index, 429, retry_after=retry_after)
-                headers = {"Retry-After": str(retry_after)}
-                message = f"Rate limit exceeded: retry in {retry_after}s"
-                return error_reply(self.config.envelope, 429, message, headers).response()
+            wait = self._limiter.admit(now)
+            if wait is not None:
+                return self._refuse(index, wait)
             reply = await answer(request)
             kind = self._faults.pick(target, now - self.origin) if target else None
             injection = self._injector.prepare(kind, reply) if kind else None
@@ -86,6 +83,13 @@ class LucidityApi:
             return await injection.deliver(request)
 
         return handle
+
+    def _refuse(self, index: int, wait: int) -> web.Response:
+        """The limiter's answer to the request at `index`, `wait` seconds before a free slot."""
+        config = self.config
+        retry_after = wait if config.retry_after else None
+        self.log.answer(index, config.throttle_status, retry_after=retry_after, refused=True)
+        return refusal_reply(config.envelope, config.throttle_status, retry_after).response()
 
     async def _refresh(self, request: web.Request) -> Reply:
         body = _json(await request.read())

@@ -14,7 +14,15 @@ from ..clock import Clock, rfc3339
 from .jobs import JobTruth
 from .settings import Envelope
 
-__all__ = ["ERROR_CODES", "JobData", "Reply", "error_reply", "job_data", "success_reply"]
+__all__ = [
+    "ERROR_CODES",
+    "JobData",
+    "Reply",
+    "error_reply",
+    "job_data",
+    "refusal_reply",
+    "success_reply",
+]
 
 JobData = dict[str, object]
 
@@ -26,6 +34,13 @@ ERROR_CODES: Final = {
     500: "INTERNAL_ERROR",
 }
 
+_LIMIT_REQ_PAGE: Final = (
+    b"<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n"
+    b"<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n"
+    b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+"""What nginx sends when `limit_req` refuses a request (its default `limit_req_status`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -33,12 +48,15 @@ class Reply:
 
     status: int
     body: object
+    """Encoded as JSON, except bytes (sent as they are) and None (no body)."""
     headers: Mapping[str, str] = field(default_factory=dict)
     data: JobData | None = None
     """The data object of a success answer, kept apart for the faults that rewrite it."""
 
     def encode(self) -> bytes:
-        """The body as sent: JSON, or nothing when `body` is None."""
+        """The body as sent."""
+        if isinstance(self.body, bytes):
+            return self.body
         return b"" if self.body is None else orjson.dumps(self.body)
 
     def response(self, body: bytes | None = None) -> web.Response:
@@ -74,6 +92,18 @@ def error_reply(
         error = {"code": ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message}
         body = {"success": False, "data": None, "error": error, "requestId": _request_id()}
     return Reply(status, body, headers or {})
+
+
+def refusal_reply(envelope: Envelope, status: int, retry_after: int | None) -> Reply:
+    """A rate limiter's refusal: a 429 in the API's error form, or a 503 as nginx's page.
+
+    `retry_after` (whole seconds) goes into a Retry-After header when given.
+    """
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+    if status == 503:
+        return Reply(503, _LIMIT_REQ_PAGE, {"Content-Type": "text/html", **headers})
+    when = "" if retry_after is None else f": retry in {retry_after}s"
+    return error_reply(envelope, status, f"Rate limit exceeded{when}", headers)
 
 
 def job_data(job: JobTruth, clock: Clock) -> JobData:

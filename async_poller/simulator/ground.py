@@ -29,10 +29,12 @@ def add_ground_truth_routes(api: LucidityApi) -> None:
                 "requests": [dataclasses.asdict(r) for r in api.log.records],
                 "counts": api.log.counts_by_status(),
                 "faults": api.log.counts_by_fault(),
+                "refused": api.log.refusals(),
                 "max_in_window": api.log.max_in_window(window),
                 "max_in_window_admitted": api.log.max_in_window(window, admitted_only=True),
                 "rate_limit": api.config.rate_limit,
                 "rate_window": window,
+                "limiter": api.config.limiter,
             }
         )
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from ..config import parse_duration
 from ..errors import ConfigError
 from .faultplan import FAULT_KINDS
+from .ratelimit import normalise_limiter
+from .settings import THROTTLE_STATUSES
 
 __all__ = ["add_simulate_arguments"]
 
@@ -30,14 +32,40 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=50,
         metavar="N",
-        help="requests allowed per rate window before 429 (default: %(default)s)",
+        help="requests allowed per rate window; more are refused (default: %(default)s)",
     )
     add(
         "--rate-window",
         type=_duration,
         default="1m",
         metavar="D",
-        help="length of the sliding rate-limit window (default: 1m)",
+        help="the rate-limit window: the sliding window's length, or the time a bucket takes "
+        "to refill --rate-limit tokens (default: 1m)",
+    )
+    add(
+        "--limiter",
+        type=_limiter,
+        default="window",
+        metavar="window|bucket:B",
+        help="how the rate limit is enforced: window, at most --rate-limit requests in any "
+        "sliding window (the Lucidity API); bucket:B, a token bucket of B requests refilled "
+        "at the rate limit, like an API gateway (bucket:1 is nginx limit_req with no burst, "
+        "bucket:5 is burst=4 nodelay) (default: window)",
+    )
+    add(
+        "--throttle-status",
+        type=_throttle_status,
+        default=429,
+        metavar="429|503",
+        help="the status of a refused request: 429 Too Many Requests, or 503 as nginx "
+        "limit_req answers (default: 429)",
+    )
+    add(
+        "--no-retry-after",
+        dest="retry_after",
+        action="store_false",
+        help="refuse without a Retry-After header (nginx's default); otherwise it says in "
+        "whole seconds when a request would be admitted",
     )
     add(
         "--token-ttl",
@@ -77,6 +105,22 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ConfigError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _limiter(text: str) -> str:
+    try:
+        return normalise_limiter(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _throttle_status(text: str) -> int:
+    if text.strip() not in {str(status) for status in THROTTLE_STATUSES}:
+        raise argparse.ArgumentTypeError(
+            f"invalid throttle status {text!r}\nHINT: 429 (Too Many Requests, like the "
+            "Lucidity API) or 503 (Service Unavailable, like nginx limit_req)"
+        )
+    return int(text)
 
 
 def _fault_rate(text: str) -> tuple[str, float]:

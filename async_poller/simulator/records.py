@@ -16,7 +16,9 @@ class RequestRecord:
 
     `http_status` is None when no status line was sent (`hang`, `reset_before`);
     `retry_after` is the delay announced in seconds, when a 429/503 carried a valid one;
-    `fault` names the injected fault, if any.
+    `refused` is True when the rate limiter turned the request away (with
+    `SimulatorConfig.throttle_status`), and `fault` names the injected fault, if any: a
+    request is never both.
     """
 
     at: float
@@ -25,6 +27,7 @@ class RequestRecord:
     job_id: int | None
     http_status: int | None = None
     retry_after: float | None = None
+    refused: bool = False
     fault: str | None = None
 
 
@@ -45,11 +48,16 @@ class RequestLog:
         http_status: int | None,
         *,
         retry_after: float | None = None,
+        refused: bool = False,
         fault: str | None = None,
     ) -> None:
         """Record how the request at `index` is answered."""
         self.records[index] = dataclasses.replace(
-            self.records[index], http_status=http_status, retry_after=retry_after, fault=fault
+            self.records[index],
+            http_status=http_status,
+            retry_after=retry_after,
+            refused=refused,
+            fault=fault,
         )
 
     def counts_by_status(self) -> dict[str, int]:
@@ -60,17 +68,18 @@ class RequestLog:
     def counts_by_fault(self) -> dict[str, int]:
         return dict(sorted(Counter(r.fault for r in self.records if r.fault).items()))
 
+    def refusals(self) -> int:
+        """How many requests the rate limiter refused."""
+        return sum(r.refused for r in self.records)
+
     def max_in_window(self, window: float, *, admitted_only: bool = False) -> int:
         """The most requests that arrived in any window of `window` seconds.
 
-        Every request counts, those the rate limiter answered 429 included, as a client's
-        rate promise covers everything it sends; `admitted_only` leaves those 429s out.
+        Every request counts, those the rate limiter refused included, as a client's rate
+        promise covers everything it sends; `admitted_only` leaves the refusals out (and
+        keeps injected faults, which the limiter admitted).
         """
-        arrivals = [
-            r.at
-            for r in self.records
-            if not (admitted_only and r.http_status == 429 and r.fault is None)
-        ]
+        arrivals = [r.at for r in self.records if not (admitted_only and r.refused)]
         return max_in_window(arrivals, window)
 
     def __repr__(self) -> str:

@@ -15,27 +15,35 @@ from .faultplan import FaultPlan
 from .options import add_simulate_arguments
 from .settings import SimulatorConfig
 
-__all__ = ["add_simulate_arguments", "run_simulate"]
+__all__ = ["add_simulate_arguments", "run_simulate", "simulator_config"]
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; print the base URL and refresh token as shell assignments."""
     try:
-        config = SimulatorConfig(
-            seed=args.seed,
-            time_scale=args.time_scale,
-            rate_limit=args.rate_limit,
-            rate_window=args.rate_window,
-            token_ttl=args.token_ttl,
-            envelope=args.envelope,
-            faults=FaultPlan(rates=dict(args.fault_rate)),
-        )
+        config = simulator_config(args)
         if args.jobs < 0:
             raise ConfigError("--jobs must not be negative")
     except ConfigError as error:
         print(f"async-poller simulate: {error}", file=sys.stderr)
         return ExitCode.USAGE
     return asyncio.run(_serve(config, args))
+
+
+def simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    """The simulator settings the `simulate` flags ask for; ConfigError if they clash."""
+    return SimulatorConfig(
+        seed=args.seed,
+        time_scale=args.time_scale,
+        rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
+        limiter=args.limiter,
+        throttle_status=args.throttle_status,
+        retry_after=args.retry_after,
+        token_ttl=args.token_ttl,
+        envelope=args.envelope,
+        faults=FaultPlan(rates=dict(args.fault_rate)),
+    )
 
 
 async def _serve(config: SimulatorConfig, args: argparse.Namespace) -> int:

@@ -144,12 +144,16 @@ class Simulator:
     def max_in_window(self, window: float | None = None, *, admitted_only: bool = False) -> int:
         """The most API requests that arrived in any window (default: the rate window).
 
-        Requests the rate limiter answered 429 count too, unless `admitted_only`: a client's
-        rate budget covers everything it sends.
+        Requests the rate limiter refused count too, unless `admitted_only`: a client's rate
+        budget covers everything it sends.
         """
         return self._api.log.max_in_window(
             self.config.rate_window if window is None else window, admitted_only=admitted_only
         )
+
+    def refusals(self) -> int:
+        """How many API requests the rate limiter refused (injected faults are not refusals)."""
+        return self._api.log.refusals()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from ..errors import ConfigError
 from .faultplan import FaultPlan
+from .ratelimit import normalise_limiter
 
-__all__ = ["Envelope", "SimulatorConfig"]
+__all__ = ["THROTTLE_STATUSES", "Envelope", "SimulatorConfig"]
 
 Envelope = Literal["A", "B", "C"]
+
+THROTTLE_STATUSES: Final = (429, 503)
+"""What a rate limiter may answer: 429 like the Lucidity API, or 503 like nginx `limit_req`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,8 +27,16 @@ class SimulatorConfig:
     time_scale: float = 1.0
     """Simulated seconds per real second (60: a minute per second), unless a clock is given."""
     rate_limit: int = 50
-    """Requests allowed in any sliding window of `rate_window` seconds (API.md: 50/min)."""
+    """Requests allowed per `rate_window` seconds (API.md: 50/min)."""
     rate_window: float = 60.0
+    limiter: str = "window"
+    """How the rate limit is enforced: `window`, at most `rate_limit` requests in any sliding
+    window (the Lucidity API); `bucket:B`, a token bucket holding B requests and refilled at
+    the rate limit (an API gateway: `bucket:1` is nginx `limit_req` without burst)."""
+    throttle_status: int = 429
+    """The status of a request the limiter refuses: 429, or 503 as nginx answers."""
+    retry_after: bool = True
+    """Whether a refusal says when to come back (Retry-After, whole seconds, at least 1)."""
     token_ttl: float = 900.0
     """Access-token lifetime (API.md: 15 minutes)."""
     refresh_token: str | None = None
@@ -61,6 +73,12 @@ class SimulatorConfig:
             )
         if not 0.0 <= self.unknown_rate <= 1.0:
             raise ConfigError(f"unknown_rate must be between 0 and 1, got {self.unknown_rate!r}")
+        object.__setattr__(self, "limiter", normalise_limiter(self.limiter))
+        if self.throttle_status not in THROTTLE_STATUSES:
+            raise ConfigError(
+                f"throttle_status must be 429 or 503, got {self.throttle_status!r}\n"
+                "HINT: 429 Too Many Requests (the API), 503 Service Unavailable (nginx limit_req)"
+            )
         if self.envelope not in ("A", "B", "C"):
             raise ConfigError(f"envelope must be A, B or C, got {self.envelope!r}")
         if self.refresh_token is not None and not self.refresh_token.strip():
