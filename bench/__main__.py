@@ -15,7 +15,7 @@ import orjson
 
 from async_poller.logs import configure_logging
 
-from . import efficiency, overhead, report, scale, startup
+from . import efficiency, headroom, overhead, report, scale, startup
 from .common import REPO, Settings, load_average, machine_notes
 
 BENCHMARKS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]] = {
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]
     "startup": startup.run,
     "overhead": overhead.run,
     "scale": scale.run,
+    "headroom": headroom.run,
     "efficiency": efficiency.run,
 }
 
@@ -67,12 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run async-poller's benchmarks (efficiency, overhead, scale, start-up) and "
-        "write bench/results/latest.json and latest.md (plus a timestamped copy of each).",
+        description="Run async-poller's benchmarks (efficiency, headroom, overhead, scale, "
+        "start-up) and write bench/results/latest.json and latest.md (plus a timestamped copy "
+        "of each).",
         epilog="examples:\n"
-        "  python -m bench                      # everything (about 11 minutes)\n"
+        "  python -m bench                      # everything (about 12 minutes)\n"
         "  python -m bench --quick              # a smoke run with tiny sizes (seconds)\n"
-        "  python -m bench --only efficiency --shapes burst-5m --seeds 1",
+        "  python -m bench --only efficiency --shapes burst-5m --seeds 1\n"
+        "  python -m bench --only headroom      # lag with headroom (about 2 minutes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed")

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_quick_benchmarks_write_results(tmp_path: Path) -> None:
-    """`python -m bench --quick` runs all four benchmarks and writes JSON and markdown results."""
+    """`python -m bench --quick` runs all five benchmarks and writes JSON and markdown results."""
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=REPO,
@@ -24,9 +24,12 @@ def test_quick_benchmarks_write_results(tmp_path: Path) -> None:
 
     assert 0 == done.returncode, done.stderr
     results = orjson.loads((tmp_path / "latest.json").read_bytes())
-    assert {"efficiency", "overhead", "scale", "startup"} <= results.keys()
+    assert {"efficiency", "headroom", "overhead", "scale", "startup"} <= results.keys()
     for comparison in results["efficiency"]["runs"]:
         for poller in ("round_robin", "async_poller"):
             assert comparison[poller]["jobs"] == comparison[poller]["results"]
+    for comparison in results["headroom"]["runs"]:
+        for figures in [comparison["round_robin"], *comparison["clients"].values()]:
+            assert figures["jobs"] == figures["results"]
     assert all(read["valid"] for read in results["scale"]["read"])
     assert "## Targets" in (tmp_path / "latest.md").read_text(encoding="utf-8")
