@@ -15,7 +15,7 @@ import orjson
 
 from async_poller.logs import configure_logging
 
-from . import efficiency, limiters, overhead, report, scale, startup
+from . import efficiency, headroom, limiters, overhead, report, scale, startup
 from .common import REPO, Settings, load_average, machine_notes
 
 BENCHMARKS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]] = {
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]
     "overhead": overhead.run,
     "scale": scale.run,
     "limiters": limiters.run,
+    "headroom": headroom.run,
     "efficiency": efficiency.run,
 }
 
@@ -68,14 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run async-poller's benchmarks (efficiency, overhead, scale, start-up, "
-        "behind limiters) and "
-        "write bench/results/latest.json and latest.md (plus a timestamped copy of each).",
+        description="Run async-poller's benchmarks (efficiency, headroom, overhead, scale, "
+        "start-up, behind limiters) and write bench/results/latest.json and latest.md (plus "
+        "a timestamped copy of each).",
         epilog="examples:\n"
-        "  python -m bench                      # everything (about 14 minutes)\n"
+        "  python -m bench                      # everything (about 17 minutes)\n"
         "  python -m bench --quick              # a smoke run with tiny sizes (seconds)\n"
         "  python -m bench --only efficiency --shapes burst-5m --seeds 1\n"
-        "  python -m bench --only limiters      # behind six server limiters (about 3 minutes)",
+        "  python -m bench --only limiters      # behind six server limiters (about 3 minutes)\n"
+        "  python -m bench --only headroom      # lag with headroom (about 2 minutes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed")

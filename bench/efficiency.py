@@ -36,7 +36,18 @@ from async_poller.simulator import Simulator, SimulatorConfig
 from .common import LoopMonitor, Settings, markdown_table, summarise
 from .roundrobin import round_robin
 
-__all__ = ["QUICK_SHAPES", "SHAPES", "FleetShape", "compare", "render", "run"]
+__all__ = [
+    "QUICK_SHAPES",
+    "SHAPES",
+    "FleetShape",
+    "compare",
+    "contend",
+    "measure",
+    "plan_fleet",
+    "render",
+    "run",
+    "submit_fleet",
+]
 
 Json = dict[str, Any]
 
@@ -132,9 +143,10 @@ def plan_fleet(shape: FleetShape, seed: int) -> list[PlannedJob]:
     ]
 
 
-async def _submit(
+async def submit_fleet(
     simulator: Simulator, shape: FleetShape, plan: list[PlannedJob], started: float
 ) -> list[int]:
+    """Create the fleet's jobs on `simulator` (a backlog's waves when they are due); their ids."""
     ids: list[int] = []
     for submit_s, wave in groupby(plan, key=lambda job: job.submit_s):
         if shape.backlog:
@@ -148,11 +160,19 @@ async def _submit(
     return ids
 
 
-async def _contend(
-    contender: str, simulator: Simulator, shape: FleetShape, plan: list[PlannedJob], seed: int
+async def contend(
+    contender: str,
+    simulator: Simulator,
+    shape: FleetShape,
+    plan: list[PlannedJob],
+    seed: int,
+    *,
+    submitted: list[int] | None = None,
 ) -> Json:
+    """Submit the fleet (unless it is `submitted` already: its ids) and poll it to the end
+    with `round-robin` or `async-poller`."""
     clock = simulator.clock
-    ids = await _submit(simulator, shape, plan, clock.now())
+    ids = submitted or await submit_fleet(simulator, shape, plan, clock.now())
     polling_from = clock.now()
     real_from = time.perf_counter()
     found: dict[int, tuple[str, float]] = {}
@@ -180,16 +200,17 @@ async def _contend(
                     found[event.job_id] = (event.status, clock.now())
                 elif isinstance(event, Summary):
                     extra = {"summary_requests": event.requests, "retries": event.retries}
-    return _measure(simulator, ids, found, polling_from, real_from) | extra
+    return measure(simulator, ids, found, polling_from, real_from) | extra
 
 
-def _measure(
+def measure(
     simulator: Simulator,
     ids: list[int],
     found: dict[int, tuple[str, float]],
     polling_from: float,
     real_from: float,
 ) -> Json:
+    """A contender's figures from `found` (job id -> final status and when we learnt it)."""
     truth = {job.id: job for job in simulator.truth()}
     lags = [at - max(truth[job_id].final_at, polling_from) for job_id, (_, at) in found.items()]
     wrong = sum(status != truth[job_id].final_status for job_id, (status, _) in found.items())
@@ -225,8 +246,8 @@ async def compare(shape: FleetShape, seed: int, scale: float) -> Json:
         Simulator(simulated, clock=clock) as poller_api,
     ):
         baseline, poller = await asyncio.gather(
-            _contend("round-robin", baseline_api, shape, plan, seed),
-            _contend("async-poller", poller_api, shape, plan, seed),
+            contend("round-robin", baseline_api, shape, plan, seed),
+            contend("async-poller", poller_api, shape, plan, seed),
         )
     ratio = poller["lag_s"]["p95"] / baseline["lag_s"]["p95"]
     durations = [job.duration_s for job in plan]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import efficiency, limiters, overhead, scale, startup
+from . import efficiency, headroom, limiters, overhead, scale, startup
 from .common import markdown_table
 
 __all__ = ["render"]
@@ -33,6 +33,7 @@ def render(results: Json) -> str:
     ]
     sections = (
         ("efficiency", "Detection efficiency under a budget", efficiency.render),
+        ("headroom", "Detection lag with headroom", headroom.render),
         ("overhead", "Overhead with the budget lifted", overhead.render),
         ("scale", "Scale", scale.render),
         ("limiters", "Behind server rate limiters", limiters.render),
@@ -62,6 +63,21 @@ def _targets(results: Json) -> list[list[object]]:
                 f"{met} of {len(runs)} runs met",
             ]
         )
+    if "headroom" in results:
+        for client in results["headroom"]["clients"]:
+            name = client["name"]
+            mine = [run["clients"][name] for run in results["headroom"]["runs"]]
+            ratios = [figures["p95_ratio"] for figures in mine]
+            met = sum(all(figures["targets"].values()) for figures in mine)
+            rows.append(
+                [
+                    f"headroom ({name})",
+                    f"p95 lag <= {headroom.TARGET_P95_RATIO:g}x round-robin's, no more requests",
+                    f"p95 ratio {min(ratios):.2f} to {max(ratios):.2f} "
+                    f"(median {statistics.median(ratios):.2f})",
+                    f"{met} of {len(mine)} runs met",
+                ]
+            )
     if "overhead" in results:
         for loop, figures in results["overhead"]["loops"].items():
             rows.append(

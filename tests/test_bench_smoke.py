@@ -24,10 +24,13 @@ def test_quick_benchmarks_write_results(tmp_path: Path) -> None:
 
     assert 0 == done.returncode, done.stderr
     results = orjson.loads((tmp_path / "latest.json").read_bytes())
-    assert {"efficiency", "overhead", "scale", "startup", "limiters"} <= results.keys()
+    assert {"efficiency", "headroom", "limiters", "overhead", "scale", "startup"} <= results.keys()
     for comparison in results["efficiency"]["runs"]:
         for poller in ("round_robin", "async_poller"):
             assert comparison[poller]["jobs"] == comparison[poller]["results"]
+    for comparison in results["headroom"]["runs"]:
+        for figures in [comparison["round_robin"], *comparison["clients"].values()]:
+            assert figures["jobs"] == figures["results"]
     assert all(read["valid"] for read in results["scale"]["read"])
     servers = results["limiters"]["rows"]
     assert [(row["limiter"], row["refusal"][:3]) for row in servers] == [
