@@ -27,6 +27,7 @@ from typing import Any, Final
 import orjson
 
 from .outcome import LIFECYCLE
+from .redact import redact, redact_value
 
 __all__ = [
     "Answer",
@@ -148,7 +149,9 @@ def _read_job_state(job_id: int, body: bytes) -> Answer:
         return RetryLater("bad_response", 200, f"unrecognised status {_clip(raw)!r}")
     reason = data.get("failureReason") or data.get("message")
     details = next((data[key] for key in _DETAIL_KEYS if data.get(key)), None)
-    return JobState(status, _clip(reason) if isinstance(reason, str) else None, details)
+    return JobState(
+        status, _clip(reason) if isinstance(reason, str) else None, redact_value(details)
+    )
 
 
 def _job_object(document: Any) -> dict[str, Any] | None:
@@ -217,9 +220,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    """The server's `text` on one line, tokens masked (before cutting, so no piece is left)."""
+    text = " ".join(redact(text).split())
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
 
 
 def _preview(body: bytes) -> str:
-    return repr(body[:40])[2:-1] + ("…" if len(body) > 40 else "")
+    text = redact(body[: _MESSAGE_LIMIT * 8].decode("utf-8", "backslashreplace"))
+    return repr(text[:40])[1:-1] + ("…" if len(text) > 40 else "")

@@ -1,0 +1,66 @@
+"""Hardening: a hostile API, a shared host, a full disk and a dropped terminal (issue 11).
+
+Each test plays one attack or mishap against the real command line and checks the promise
+the README's security and troubleshooting sections make about it.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .helpers import ids_arg, run_cli
+from .hostile import REFRESH_TOKEN, HostileServer, job_json
+
+FAST = ("--time-scale", "60", "--seed", "1", "--min-delay", "10s")
+
+
+def _forms(secret: str) -> list[str]:
+    """The ways a server could echo `secret`: raw, base64 (both alphabets), percent-encoded."""
+    raw = secret.encode()
+    return [
+        secret,
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        quote(secret, safe=""),
+    ]
+
+
+async def test_tokens_echoed_by_the_server_never_reach_events_state_or_logs(
+    tmp_path: Path,
+) -> None:
+    """An API that echoes the access and refresh tokens, raw and encoded, in error messages,
+    failure reasons, instance details and non-JSON bodies: stdout, the state file and stderr
+    show none of them."""
+    access = "echoed+access/token=0123456789"
+
+    def status(job_id: int, token: str, poll: int) -> web.StreamResponse:
+        b64 = base64.b64encode(token.encode()).decode()
+        if poll == 1 and job_id == 1:
+            return web.json_response({"message": f"bad token {token}"}, status=500)
+        if poll == 1 and job_id == 2:
+            return web.Response(text=f"{token} <html>proxy error</html>", status=200)
+        if poll == 2 and job_id == 2:
+            refresh = base64.urlsafe_b64encode(REFRESH_TOKEN.encode()).decode()
+            return web.json_response({"data": {"id": 2, "status": f"QUEUED{refresh}"}})
+        details = [{"instanceId": "i-1", "failureReason": f"see ?t={quote(token, safe='')}"}]
+        return job_json(job_id, "FAILED", failureReason=f"auth {b64}", instances=details)
+
+    state = tmp_path / "state.db"
+    async with HostileServer(status, access_token=access) as server:
+        run = await run_cli(
+            "poll", *FAST, "--state", str(state), *ids_arg([1, 2]), env=server.env()
+        )
+    assert 1 == run.code, run.stderr
+    assert {1, 2} == set(run.results)
+    assert run.of("poll_error"), "the echoing answers were poll errors"
+    rows = sqlite3.connect(state).execute("SELECT * FROM jobs").fetchall()
+    outputs = {"stdout": run.stdout.decode(), "state": repr(rows), "stderr": run.stderr}
+    for secret in (access, REFRESH_TOKEN):
+        for form in _forms(secret):
+            for name, text in outputs.items():
+                assert form not in text, f"{form!r} leaked into {name}"
