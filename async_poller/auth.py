@@ -64,6 +64,8 @@ class TokenProvider(ABC):
     """
 
     renewable = True
+    origin = "the token source"
+    """Where tokens come from, as error messages name it."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -135,6 +137,12 @@ class TokenProvider(ABC):
     async def _fetch_and_keep(self) -> str:
         token = await self._fetch()
         remember(token)
+        if not _sendable(token):
+            raise AuthError(
+                f"{self.origin} gave an access token with spaces, control or non-ASCII "
+                "characters, which cannot be sent in a header\n"
+                "HINT: check what it prints; a token is one word of visible ASCII"
+            )
         lifetime = self._lifetime(token)
         # A minute before expiry, or halfway for short-lived tokens (no refresh storm), and
         # never sooner than MIN_REFRESH_INTERVAL: a 401 renews a token that expires earlier.
@@ -195,6 +203,7 @@ class StaticTokenProvider(TokenProvider):
     """A ready access token: used as is, never refreshed."""
 
     renewable = False
+    origin = "LUCIDITY_ACCESS_TOKEN"
 
     def __init__(self, token: str, clock: Clock) -> None:
         super().__init__(clock)
@@ -212,6 +221,8 @@ class StaticTokenProvider(TokenProvider):
 
 class RefreshTokenProvider(TokenProvider):
     """Exchanges the refresh token for access tokens (API.md, Authentication)."""
+
+    origin = "the token-refresh endpoint"
 
     def __init__(
         self, refresh_token: str, transport: Transport, clock: Clock, policy: DelayPolicy
@@ -260,6 +271,8 @@ class RefreshTokenProvider(TokenProvider):
 
 class CommandTokenProvider(TokenProvider):
     """Runs a command that prints an access token on stdout (its stderr goes to ours)."""
+
+    origin = "--token-command"
 
     def __init__(self, command: str, clock: Clock) -> None:
         super().__init__(clock)
@@ -319,6 +332,11 @@ def _access_token(body: bytes) -> str | None:
         document = document["data"]
     token = document.get("accessToken") if isinstance(document, dict) else None
     return token.strip() if isinstance(token, str) and token.strip() else None
+
+
+def _sendable(token: str) -> bool:
+    """True for a token that can travel in a header as is: visible ASCII, no spaces."""
+    return bool(token) and all("!" <= char <= "~" for char in token)
 
 
 def _jwt_claims(token: str) -> dict[str, object]:

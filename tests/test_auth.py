@@ -221,3 +221,12 @@ async def test_a_caller_arriving_between_two_fetches_gets_the_new_token() -> Non
     await asyncio.sleep(0)
     gate.set()
     assert ("gated-token-1", "gated-token-2") == (await first, await late)
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "tab\there", "non-ascii-tökén"])
+async def test_a_token_that_cannot_go_in_a_header_is_an_auth_error(token: str) -> None:
+    """Control characters, spaces or non-ASCII in a token end the run as an authentication
+    failure with one clear message (not a ValueError per request)."""
+    provider = StaticTokenProvider(token, VirtualClock())
+    with pytest.raises(AuthError, match="LUCIDITY_ACCESS_TOKEN gave an access token with"):
+        await provider.token()

@@ -64,3 +64,18 @@ async def test_tokens_echoed_by_the_server_never_reach_events_state_or_logs(
         for form in _forms(secret):
             for name, text in outputs.items():
                 assert form not in text, f"{form!r} leaked into {name}"
+
+
+async def test_a_token_with_control_characters_is_an_authentication_failure() -> None:
+    """The refresh endpoint hands out `token\r\nX-Injected: 1`: exit 4 with one clear message,
+    a summary, and no traceback (it was exit 3 with an internal error per job)."""
+    async with HostileServer(
+        lambda job_id, token, poll: job_json(job_id, "COMPLETED"),
+        access_token="hostile-token\r\nX-Injected: 1",
+    ) as server:
+        run = await run_cli("poll", *FAST, *ids_arg([1, 2, 3]), env=server.env())
+        assert 0 == sum(server.polls.values())
+    assert 4 == run.code, run.stderr
+    assert 4 == run.summary["exit_code"]
+    assert "Traceback" not in run.stderr
+    assert 1 == run.stderr.count("token-refresh endpoint gave an access token with")
