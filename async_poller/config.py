@@ -140,8 +140,10 @@ class Config:
     """Consecutive UNKNOWN answers before the job ends `UNKNOWN`."""
     max_not_found: int = 3
     """Consecutive 404 answers before the job ends `NOT_FOUND`."""
-    max_bad_responses: int = 5
-    """Consecutive malformed answers before the job ends `ERROR`."""
+    bad_response_window: float = 600.0
+    """How long a job's answers may stay malformed (HTTP 200 with an HTML maintenance page,
+    an unknown status word, an oversized answer) before it ends `ERROR`: such answers are
+    transient, like a 503. Any good answer starts the window over."""
     seed: int | None = None
     """Seed for the jitter, for reproducible runs; None draws a fresh one."""
 
@@ -153,14 +155,14 @@ class Config:
             raise ConfigError("--concurrency must be at least 1")
         for name in ("min_delay", "unknown_delay"):
             _check_duration(name, getattr(self, name), allow_zero=True)
-        for name in ("max_delay", "deadline", "request_timeout"):
+        for name in ("max_delay", "deadline", "request_timeout", "bad_response_window"):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.min_delay > self.max_delay:
             raise ConfigError(
                 f"--min-delay ({format_duration(self.min_delay)}) is above --max-delay "
                 f"({format_duration(self.max_delay)})\nHINT: raise --max-delay or lower --min-delay"
             )
-        for name in ("max_unknown", "max_not_found", "max_bad_responses"):
+        for name in ("max_unknown", "max_not_found"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
 

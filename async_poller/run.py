@@ -97,7 +97,7 @@ class Run:
         self.config = config
         self.clock = clock
         self.ledger = Ledger(clock, store)
-        limits = GiveUpLimits(config.max_unknown, config.max_not_found, config.max_bad_responses)
+        limits = GiveUpLimits(config.max_unknown, config.max_not_found, config.bad_response_window)
         self.jobs = [JobTracker(job_id, limits) for job_id in job_ids.ids]
         self._interrupt = interrupt or Interrupt()
         self._ticks = ticks
@@ -230,7 +230,7 @@ class Run:
                     priority = asked
                 asked = self.clock.now()
                 answer = await client.check(job.id, priority=priority)
-                step = job.observe(answer)
+                step = job.observe(answer, self.clock.now())
                 self.ledger.record(job, answer, step)
                 if job.done or (self.config.once and step.wait not in (Wait.RETRY, Wait.NOW)):
                     break

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from aiohttp import web
 
 from .helpers import ids_arg, run_cli
@@ -79,3 +82,30 @@ async def test_a_token_with_control_characters_is_an_authentication_failure() ->
     assert 4 == run.summary["exit_code"]
     assert "Traceback" not in run.stderr
     assert 1 == run.stderr.count("token-refresh endpoint gave an access token with")
+
+
+@pytest.mark.parametrize(
+    "maintenance",
+    [
+        lambda job_id: web.Response(text="<html>down for maintenance</html>", status=200),
+        lambda job_id: job_json(job_id, "MAINTENANCE"),
+    ],
+    ids=["html-as-200", "unknown-status-word"],
+)
+async def test_a_maintenance_window_served_as_200_is_ridden_out(
+    maintenance: Callable[[int], web.StreamResponse],
+) -> None:
+    """A minute of HTTP 200 with an HTML page (or a status word nobody knows) is transient,
+    like a 503: the jobs poll through it and complete (they used to end ERROR after five)."""
+    started = time.monotonic()
+
+    def status(job_id: int, token: str, poll: int) -> web.StreamResponse:
+        if time.monotonic() - started < 60 / 60:  # one simulated minute at --time-scale 60
+            return maintenance(job_id)
+        return job_json(job_id, "COMPLETED")
+
+    async with HostileServer(status) as server:
+        run = await run_cli("poll", *FAST, "--min-delay", "1s", *ids_arg([1, 2]), env=server.env())
+        assert all(polls > 5 for polls in server.polls.values()), server.polls
+    assert 0 == run.code, run.stderr
+    assert {"COMPLETED"} == {result["status"] for result in run.results.values()}
