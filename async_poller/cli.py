@@ -24,7 +24,7 @@ from .cli_options import (
     setup_logging,
 )
 from .cli_poll import add_poll_command
-from .errors import ConfigError, InputError, StateLocked
+from .errors import ConfigError, InputError, OutputError, StateLocked
 from .outcome import ExitCode
 
 __all__ = ["PROG", "build_parser", "main", "subcommands"]
@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateLocked as error:
         _fail(error)
         return ExitCode.LOCKED
+    except OutputError as error:
+        _fail(error)
+        return ExitCode.OUTPUT
     except KeyboardInterrupt:  # Ctrl-C before polling began (e.g. while reading stdin)
         return ExitCode.SIGINT
     except Exception:  # a bug: say so, with the traceback (scrubbed), and a code of its own

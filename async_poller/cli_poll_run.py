@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import sys
+from contextlib import aclosing
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,9 +101,10 @@ async def _stream(
             tick_s=status.tick_s if status else 1.0,
         )
         gone = functools.partial(interrupt.stop, ExitCode.INCOMPLETE)  # `| head`: stop quietly
-        async for event in relay(events, stream, status, on_reader_gone=gone):
-            if isinstance(event, Summary):
-                exit_code = event.exit_code
+        async with aclosing(events):  # an OutputError ends the run here, and closes it
+            async for event in relay(events, stream, status, on_reader_gone=gone):
+                if isinstance(event, Summary):
+                    exit_code = event.exit_code
     return exit_code
 
 

@@ -44,6 +44,8 @@ class ExitCode(IntEnum):
     INCOMPLETE = 3
     AUTH = 4
     LOCKED = 5
+    OUTPUT = 74
+    """The events could not be written (EX_IOERR): a full disk, `/dev/full`, an I/O error."""
     INTERNAL = 70
     """A bug in async-poller (EX_SOFTWARE), never an outcome of the jobs."""
     SIGINT = 130

@@ -6,13 +6,18 @@ the README's security and troubleshooting sections make about it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import resource
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -109,3 +114,68 @@ async def test_a_maintenance_window_served_as_200_is_ridden_out(
         assert all(polls > 5 for polls in server.polls.values()), server.polls
     assert 0 == run.code, run.stderr
     assert {"COMPLETED"} == {result["status"] for result in run.results.values()}
+
+
+def _completes(job_id: int, token: str, poll: int) -> web.StreamResponse:
+    return job_json(job_id, "COMPLETED")
+
+
+async def test_events_to_a_full_device_stop_the_run_with_a_clear_error() -> None:
+    """`poll > /dev/full`: exit 74 with one clear message, no traceback (it was exit 70)."""
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        async with HostileServer(_completes) as server:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "async_poller", "poll", *FAST, *ids_arg([1, 2]),
+                stdin=asyncio.subprocess.DEVNULL, stdout=full, stderr=asyncio.subprocess.PIPE,
+                env=server.env(),
+            )  # fmt: skip
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        os.close(full)
+    assert 74 == process.returncode, stderr
+    assert b"cannot write events to stdout: No space left on device" in stderr
+    assert b"Traceback" not in stderr
+
+
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return apply
+
+
+async def test_a_full_disk_under_output_never_leaves_a_partial_line(tmp_path: Path) -> None:
+    """The disk fills up in the middle of a line (a file size limit plays the full disk):
+    exit 74, and the file holds whole JSON lines only."""
+    output = tmp_path / "events.jsonl"
+    async with HostileServer(_completes) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "async_poller", "poll", *FAST, "--output", str(output),
+            *ids_arg(list(range(1, 21))),
+            stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env=server.env(), preexec_fn=_limit_file_size(1500),
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert 74 == process.returncode, stderr
+    written = output.read_bytes()
+    assert 0 < len(written) <= 1500
+    assert written.endswith(b"\n")
+    assert all(orjson.loads(line) for line in written.splitlines())
+
+
+async def test_a_partial_last_line_is_repaired_before_appending(tmp_path: Path) -> None:
+    """A file an older run left ending in half a line: the half line is dropped, so the file
+    is JSON lines again (a complete last line only gets its missing newline)."""
+    output = tmp_path / "events.jsonl"
+    output.write_bytes(b'{"v":1,"event":"summary"}\n{"v":1,"event":"res')
+    async with HostileServer(_completes) as server:
+        run = await run_cli("poll", *FAST, "--output", str(output), "--id", "1", env=server.env())
+    assert 0 == run.code, run.stderr
+    lines = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    assert ["summary", "start", "transition", "result", "summary"] == [e["event"] for e in lines]
+    assert "output_repaired" in run.stderr
+    output.write_bytes(b'{"v":1,"event":"summary"}')
+    async with HostileServer(_completes) as server:
+        run = await run_cli("poll", *FAST, "--output", str(output), "--id", "1", env=server.env())
+    assert 5 == len([orjson.loads(line) for line in output.read_bytes().splitlines()])
