@@ -86,7 +86,11 @@ async def _stream(
 ) -> int:
     interrupt = Interrupt()
     loop = asyncio.get_running_loop()
-    for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
+    for signum, code in (
+        (signal.SIGINT, ExitCode.SIGINT),
+        (signal.SIGTERM, ExitCode.SIGTERM),
+        (signal.SIGHUP, ExitCode.SIGHUP),  # an SSH session dropped: stop with a summary
+    ):
         loop.add_signal_handler(signum, interrupt.stop, code)
     exit_code = int(ExitCode.INCOMPLETE)
     with open_status(

@@ -48,6 +48,8 @@ class ExitCode(IntEnum):
     """The events could not be written (EX_IOERR): a full disk, `/dev/full`, an I/O error."""
     INTERNAL = 70
     """A bug in async-poller (EX_SOFTWARE), never an outcome of the jobs."""
+    SIGHUP = 129
+    """The terminal went away (an SSH session dropped): stopped like SIGTERM."""
     SIGINT = 130
     SIGTERM = 143
 

@@ -67,11 +67,14 @@ async def test_ca_bundle_makes_a_private_ca_trusted(
     assert set(run.results) == set(ids)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 async def test_signals_write_a_summary_and_exit_promptly(
     simulator: Simulator, signum: signal.Signals, code: int
 ) -> None:
-    """SIGTERM/SIGINT stop the run: summary last with pending jobs, exit 143/130, no traceback."""
+    """SIGTERM/SIGINT/SIGHUP stop the run: summary last with pending jobs, exit 143/130/129
+    (128 + the signal's number), no traceback."""
     ids = simulator.create_jobs(6, processing_s=3600.0)
     env = clean_env(
         LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
