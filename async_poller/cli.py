@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -184,7 +185,14 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _run_report(args: argparse.Namespace) -> int:
     from .report import run_report
 
-    return run_report(args)
+    try:
+        code = run_report(args)
+        sys.stdout.flush()  # inside the try: a reader gone (`| head`) is not an error
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's final flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    return code
 
 
 def _run_simulate(args: argparse.Namespace) -> int:

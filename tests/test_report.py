@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,27 @@ def test_report_does_not_import_aiohttp() -> None:
     """The report command stays light: no HTTP stack is loaded."""
     code = "import sys, async_poller.report; sys.exit('aiohttp' in sys.modules)"
     assert 0 == subprocess.run([sys.executable, "-c", code], check=False).returncode
+
+
+@pytest.mark.parametrize("output", ["table", "jsonl"])
+def test_a_closed_pipe_ends_the_report_quietly(state: Path, output: str) -> None:
+    """`report ... | head` with the reader gone: exit 0 and nothing on stderr (it printed an
+    internal-error traceback)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "async_poller", "report", "--state", str(state)),
+                "--format",
+                output,
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (0, "") == (done.returncode, done.stderr)
