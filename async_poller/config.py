@@ -176,13 +176,14 @@ def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
 def check_base_url(url: str, allow_insecure_http: bool) -> str:
     """Validate the API base URL and return it without a trailing slash."""
     parts = urlsplit(url.strip())
+    shown = _without_userinfo(url.strip())  # never repeat a password given in the URL
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(
-            f"invalid base URL {url!r}\nHINT: give the API host, e.g. {DEFAULT_BASE_URL}"
+            f"invalid base URL {shown!r}\nHINT: give the API host, e.g. {DEFAULT_BASE_URL}"
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigError(
-            f"the base URL must not carry credentials, a query or a fragment: {url!r}"
+            f"the base URL must not carry credentials, a query or a fragment: {shown!r}"
         )
     if parts.scheme == "http" and not (allow_insecure_http or is_loopback(parts.hostname)):
         raise ConfigError(
@@ -190,6 +191,15 @@ def check_base_url(url: str, allow_insecure_http: bool) -> str:
             "HINT: use https://, or pass --allow-insecure-http if you really mean it"
         )
     return url.strip().rstrip("/")
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` with anything between `//` and `@` in its authority shown as `***`."""
+    scheme, separator, rest = url.partition("//")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return url
+    return f"{scheme}//***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def is_loopback(host: str) -> bool:
