@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import math
+import os
 import shlex
 from abc import ABC, abstractmethod
 from typing import Final
@@ -284,7 +285,10 @@ class CommandTokenProvider(TokenProvider):
         name = self._argv[0]
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+                *self._argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                env=_command_environment(),
             )
         except OSError as error:
             raise AuthError(f"--token-command: cannot run {name!r}: {error.strerror}") from None
@@ -304,6 +308,15 @@ class CommandTokenProvider(TokenProvider):
                 f"(it printed {len(lines)} lines)"
             )
         return lines[0].strip()
+
+
+def _command_environment() -> dict[str, str]:
+    """Our environment without the Lucidity token variables: the command needs none of them."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not (name.startswith("LUCIDITY_") and "TOKEN" in name)
+    }
 
 
 def _note_failure(fetch: asyncio.Task[str]) -> None:

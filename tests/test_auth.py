@@ -230,3 +230,20 @@ async def test_a_token_that_cannot_go_in_a_header_is_an_auth_error(token: str) -
     provider = StaticTokenProvider(token, VirtualClock())
     with pytest.raises(AuthError, match="LUCIDITY_ACCESS_TOKEN gave an access token with"):
         await provider.token()
+
+
+async def test_the_token_command_does_not_inherit_lucidity_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LUCIDITY_REFRESH_TOKEN and LUCIDITY_ACCESS_TOKEN are not passed on to the command;
+    other variables are."""
+    monkeypatch.setenv("LUCIDITY_REFRESH_TOKEN", "inherited-refresh")
+    monkeypatch.setenv("LUCIDITY_ACCESS_TOKEN", "inherited-access")
+    monkeypatch.setenv("HELPER_SETTING", "kept")
+    script = (
+        "import os; e = os.environ; "
+        "print(e.get('LUCIDITY_REFRESH_TOKEN', '-') + e.get('LUCIDITY_ACCESS_TOKEN', '-')"
+        " + e['HELPER_SETTING'])"
+    )
+    provider = CommandTokenProvider(f'{sys.executable} -c "{script}"', SystemClock())
+    assert "--kept" == await provider.token()
