@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -77,6 +78,7 @@ examples:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    _no_core_dumps()
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -215,6 +217,13 @@ def _run_demo(args: argparse.Namespace) -> int:
             stdout=sys.stdout.buffer,
         )
     )
+
+
+def _no_core_dumps() -> None:
+    """A crash must not leave the tokens in memory on disk: no core dumps, for us and for
+    the token command we start (the hard limit stays, so a test run can lift it again)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
 
 
 def _fail(error: Exception) -> None:

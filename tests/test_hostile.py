@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from .helpers import ids_arg, run_cli
+from .helpers import clean_env, ids_arg, run_cli
 from .hostile import REFRESH_TOKEN, HostileServer, job_json
 
 FAST = ("--time-scale", "60", "--seed", "1", "--min-delay", "10s")
@@ -179,3 +179,32 @@ async def test_a_partial_last_line_is_repaired_before_appending(tmp_path: Path) 
     async with HostileServer(_completes) as server:
         run = await run_cli("poll", *FAST, "--output", str(output), "--id", "1", env=server.env())
     assert 5 == len([orjson.loads(line) for line in output.read_bytes().splitlines()])
+
+
+async def test_no_core_dump_can_hold_a_token(tmp_path: Path) -> None:
+    """The CLI turns core dumps off for itself and the token command it starts."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0:
+        pytest.skip("core dumps are off for this process already")
+    seen = tmp_path / "core-limit"
+    helper = tmp_path / "helper.py"
+    helper.write_text(
+        "import resource\n"
+        f"open({str(seen)!r}, 'w').write(str(resource.getrlimit(resource.RLIMIT_CORE)[0]))\n"
+        "print('helper-token-0123456789')\n"
+    )
+
+    def allow_core_dumps() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+    async with HostileServer(_completes) as server:
+        env = clean_env(LUCIDITY_BASE_URL=server.base_url)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "async_poller", "poll", *FAST, "--id", "1",
+            "--token-command", f"{sys.executable} {helper}",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env=env, preexec_fn=allow_core_dumps,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert 0 == process.returncode, stderr
+    assert "0" == seen.read_text()
