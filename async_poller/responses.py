@@ -144,7 +144,7 @@ def _read_job_state(job_id: int, body: bytes) -> Answer:
     raw = _status_value(data, document)
     if raw is None:
         return RetryLater("bad_response", 200, "no job status in the answer")
-    status = raw.strip().upper()
+    status = _status_word(raw)
     if status not in LIFECYCLE:
         return RetryLater("bad_response", 200, f"unrecognised status {_clip(raw)!r}")
     reason = data.get("failureReason") or data.get("message")
@@ -173,9 +173,18 @@ def _status_value(data: dict[str, Any], document: dict[str, Any]) -> str | None:
             return value
     # A top-level `status` may be an HTTP code (envelope B): only a lifecycle word counts.
     top = document.get("status")
-    if isinstance(top, str) and top.strip().upper() in LIFECYCLE:
+    if isinstance(top, str) and _status_word(top) in LIFECYCLE:
         return top
     return None
+
+
+def _status_word(raw: str) -> str:
+    """A status as the API's word, compared case-insensitively after trimming ASCII spaces.
+
+    ASCII only: "fa\u0131led" (a dotless i) upper-cases to "FAILED", and `str.strip` eats
+    a no-break space, so a look-alike would otherwise pass for a real status.
+    """
+    return raw.strip(" \t\r\n").upper() if raw.isascii() else raw
 
 
 def describe_error(http_status: int, headers: Mapping[str, str], body: bytes) -> str:
