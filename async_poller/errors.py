@@ -7,7 +7,7 @@
     ├── StateLocked        another run holds the state file (exit 5)
     ├── OutputError        the events cannot be written: disk full, I/O error (exit 74)
     ├── AuthError          credentials rejected or unobtainable (exit 4)
-    └── FatalResponseError the API answered in a way that makes polling pointless (exit 3)
+    └── FatalResponseError an answer refused for safety: TLS failure, a redirect (exit 6)
 
 Messages are written for the person running the tool and never contain a token.
 """

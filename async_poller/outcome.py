@@ -44,6 +44,9 @@ class ExitCode(IntEnum):
     INCOMPLETE = 3
     AUTH = 4
     LOCKED = 5
+    UNTRUSTED = 6
+    """The API's answer was refused for safety (TLS verification failed, a redirect): an
+    attack or a misconfiguration, not slowness; run aborted."""
     OUTPUT = 74
     """The events could not be written (EX_IOERR): a full disk, `/dev/full`, an I/O error."""
     INTERNAL = 70

@@ -20,7 +20,7 @@ from .budget import RateBudget, RetryBudget
 from .client import StatusChecker
 from .clock import Clock
 from .config import Config
-from .errors import AuthError, PollerError
+from .errors import AuthError, FatalResponseError, PollerError
 from .events import Summary
 from .ids import JobIds
 from .job import Ending, GiveUpLimits, JobTracker, Wait
@@ -187,6 +187,8 @@ class Run:
             return self._interrupt.exit_code
         if isinstance(self._abort, AuthError):
             return ExitCode.AUTH
+        if isinstance(self._abort, FatalResponseError):
+            return ExitCode.UNTRUSTED
         if self._abort is not None:
             return ExitCode.INCOMPLETE
         return exit_code_for(self.ledger.final_counts(self.jobs))

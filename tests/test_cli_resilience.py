@@ -35,14 +35,16 @@ async def tls_simulator(certificate_authority: trustme.CA) -> AsyncIterator[Simu
 
 
 async def test_tls_to_an_unknown_ca_is_fatal(tls_simulator: Simulator) -> None:
-    """A certificate the system does not trust stops the run with a TLS message, no retries."""
+    """A certificate the system does not trust stops the run with a TLS message, no retries,
+    and exit 6 (refused for safety), so CI can tell an attack from a deadline (exit 3)."""
     ids = tls_simulator.create_jobs(2)
     env = clean_env(
         LUCIDITY_BASE_URL=tls_simulator.base_url,
         LUCIDITY_REFRESH_TOKEN=tls_simulator.refresh_token,
     )
     run = await run_cli("poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids), env=env)
-    assert run.code == 3
+    assert run.code == 6
+    assert run.summary["exit_code"] == 6
     assert "TLS failure" in run.stderr
     assert "certificate verify failed" in run.stderr
     assert run.summary["counts"]["pending"] == 2

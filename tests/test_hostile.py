@@ -208,3 +208,17 @@ async def test_no_core_dump_can_hold_a_token(tmp_path: Path) -> None:
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert 0 == process.returncode, stderr
     assert "0" == seen.read_text()
+
+
+async def test_a_redirect_aborts_with_exit_6_not_3() -> None:
+    """A redirect (which would carry the token to another host) is refused: exit 6, the code
+    for an answer refused for safety, distinct from a deadline's 3."""
+
+    def status(job_id: int, token: str, poll: int) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": "http://evil.example/steal"})
+
+    async with HostileServer(status) as server:
+        run = await run_cli("poll", *FAST, *ids_arg([1, 2]), env=server.env())
+    assert 6 == run.code, run.stderr
+    assert 6 == run.summary["exit_code"]
+    assert "redirect" in run.stderr
