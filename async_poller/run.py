@@ -116,7 +116,7 @@ class Run:
 
     async def execute(self, connect: Connect) -> None:
         """Poll every job, then emit the summary and close the event stream."""
-        outcomes: dict[str, int] = {}
+        outcomes: Mapping[str, int] = {}
         try:
             async with connect(
                 self.config, self.clock, self._budget, self.ledger.throttled
@@ -136,7 +136,8 @@ class Run:
                         task.cancel()
                     await asyncio.gather(*self._tasks, return_exceptions=True)
                     await self._budget.aclose()
-                    outcomes = dict(client.outcomes)
+                    # Live, not a copy: a token refresh cancelled as the client closes counts.
+                    outcomes = client.outcomes
         except PollerError as error:  # e.g. the state file failed mid-run
             self.stop(error)
         if self._abort is None and not self.config.once and not self._interrupt.requested.is_set():
@@ -152,7 +153,7 @@ class Run:
             exit_code=self._exit_code(),
         )
         if self.config.metrics_file is not None:
-            self._write_metrics(summary, outcomes)
+            self._write_metrics(summary, dict(outcomes))
         self.ledger.emit(summary)
         self.ledger.events.put_nowait(None)
 

@@ -7,6 +7,7 @@ that job) into an aiohttp response, and may choose the access token the refresh 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -33,9 +34,20 @@ def job_json(job_id: int, status: str, **extra: object) -> web.Response:
 class HostileServer:
     """The API as an attacker (or a broken proxy) would play it; use `async with`."""
 
-    def __init__(self, status: StatusHandler, *, access_token: str = "hostile-access-0123456789"):
+    def __init__(
+        self,
+        status: StatusHandler,
+        *,
+        access_token: str = "hostile-access-0123456789",
+        hold_refresh: bool = False,
+    ):
         self.status_handler = status
         self.access_token = access_token
+        self.hold_refresh = hold_refresh
+        """Keep every token refresh waiting until the server closes."""
+        self._release = asyncio.Event()
+        self.refreshing = asyncio.Event()
+        """Set when the first token refresh arrives."""
         self.polls: Counter[int] = Counter()
         self.refreshes = 0
         self._runner: web.AppRunner | None = None
@@ -60,6 +72,7 @@ class HostileServer:
         traceback: TracebackType | None,
     ) -> None:
         assert self._runner is not None
+        self._release.set()
         await self._runner.cleanup()
 
     def env(self) -> dict[str, str]:
@@ -68,6 +81,9 @@ class HostileServer:
 
     async def _refresh(self, request: web.Request) -> web.StreamResponse:
         self.refreshes += 1
+        self.refreshing.set()
+        if self.hold_refresh:
+            await self._release.wait()
         return web.json_response({"accessToken": self.access_token})
 
     async def _status(self, request: web.Request) -> web.StreamResponse:

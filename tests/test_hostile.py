@@ -21,6 +21,12 @@ import orjson
 import pytest
 from aiohttp import web
 
+from async_poller.clock import SystemClock
+from async_poller.config import Config, Credentials
+from async_poller.events import Summary
+from async_poller.redact import Secret
+from async_poller.scheduler import Interrupt, poll_jobs
+
 from .helpers import clean_env, ids_arg, run_cli
 from .hostile import REFRESH_TOKEN, HostileServer, job_json
 
@@ -222,3 +228,28 @@ async def test_a_redirect_aborts_with_exit_6_not_3() -> None:
     assert 6 == run.code, run.stderr
     assert 6 == run.summary["exit_code"]
     assert "redirect" in run.stderr
+
+
+async def test_a_refresh_cancelled_by_a_signal_is_counted_in_the_summary() -> None:
+    """SIGTERM while the token refresh is on the wire: `summary.requests` counts it (1)."""
+    async with HostileServer(_completes, hold_refresh=True) as server:
+        config = Config(
+            credentials=Credentials(refresh_token=Secret(REFRESH_TOKEN)),
+            base_url=server.base_url,
+            min_delay=1.0,
+        )
+        interrupt = Interrupt()
+
+        async def stop_once_refreshing() -> None:
+            await server.refreshing.wait()
+            interrupt.stop(143)
+
+        stopper = asyncio.create_task(stop_once_refreshing())
+        events = [
+            event
+            async for event in poll_jobs([1], config, clock=SystemClock(60.0), interrupt=interrupt)
+        ]
+        await stopper
+    summary = events[-1]
+    assert isinstance(summary, Summary)
+    assert (1, 143) == (summary.requests, summary.exit_code)
