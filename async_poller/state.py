@@ -121,9 +121,20 @@ class StateStore:
             check_access(path, readonly)
             uri = f"{path.absolute().as_uri()}?mode={'ro' if readonly else 'rwc'}"
             with translated(path):
-                db = sqlite3.connect(uri, uri=True, isolation_level=None)
-                store = cls(path, db, lock_fd)
-                store._prepare(readonly)
+                try:
+                    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                    store = cls(path, db, lock_fd)
+                    store._prepare(readonly)
+                except sqlite3.OperationalError:
+                    # A read-only mount: SQLite cannot create the WAL index beside the file.
+                    # Nobody can write there either, so the file is read as immutable.
+                    if not readonly or os.access(path.parent, os.W_OK):
+                        raise
+                    if db is not None:
+                        db.close()
+                    db = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+                    store = cls(path, db, lock_fd)
+                    store._prepare(readonly)
         except BaseException:
             if db is not None:
                 db.close()

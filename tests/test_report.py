@@ -204,3 +204,26 @@ def test_a_closed_pipe_ends_the_report_quietly(state: Path, output: str) -> None
     finally:
         os.close(write_end)
     assert (0, "") == (done.returncode, done.stderr)
+
+
+def test_a_state_file_on_a_read_only_mount_can_be_reported(state: Path) -> None:
+    """A state file on a read-only mount (a backup, a snapshot) is read as immutable: SQLite
+    cannot create its WAL index there, which made the report fail."""
+    directory = str(state.parent)
+    script = (
+        f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory} "
+        f"|| exit 99; exec {sys.executable} -m async_poller report --state {state} --format jsonl"
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode == 99 or "unshare:" in done.stderr:
+        pytest.skip(f"no private read-only mount here: {done.stderr.strip()}")
+    assert 0 == done.returncode, done.stderr
+    assert [11, 22, 33, 4444] == sorted(
+        orjson.loads(line)["job_id"] for line in done.stdout.splitlines()
+    )
