@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import math
+import os
 import shlex
 from abc import ABC, abstractmethod
 from typing import Final
@@ -42,6 +43,10 @@ ACCESS_TOKEN_TTL: Final = 900.0
 """Lifetime assumed for a token that does not say its own (API.md: 15 minutes)."""
 REFRESH_MARGIN: Final = 60.0
 """Fetch a new token this long before the current one expires."""
+MIN_REFRESH_INTERVAL: Final = 10.0
+"""Never refresh on a timer more often than this, whatever a token says of its expiry."""
+CLOCK_SKEW_TOLERANCE: Final = 60.0
+"""A token issued (`iat`) further than this from our clock's now means the clocks disagree."""
 COMMAND_TIMEOUT: Final = 60.0
 
 _log = structlog.get_logger("async_poller")
@@ -60,14 +65,19 @@ class TokenProvider(ABC):
     """
 
     renewable = True
+    origin = "the token source"
+    """Where tokens come from, as error messages name it."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._token: str | None = None
         self._refresh_at = -math.inf
         self._fetching: asyncio.Task[str] | None = None
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters: dict[asyncio.Task[str], set[asyncio.Future[None]]] = {}
+        """The callers waiting for each fetch: a fetch wakes its own waiters, never those
+        of a newer fetch started before its done-callback ran."""
         self._timer: TimerHandle | None = None
+        self._skew_warned = False
 
     async def token(self) -> str:
         """A token that should still be valid for a while (refreshed once near expiry)."""
@@ -96,35 +106,48 @@ class TokenProvider(ABC):
 
     async def _fetch_once(self) -> str:
         if self._fetching is None or self._fetching.done():
-            self._fetching = asyncio.get_running_loop().create_task(self._fetch_and_keep())
-            self._fetching.add_done_callback(self._wake_waiters)
+            self._start_fetch()
+        assert self._fetching is not None
         fetch = self._fetching
         # Each waiter waits on a future of its own, kept in a set: cancelling it neither
         # cancels everyone's fetch nor costs more than O(1), even with 100,000 waiters
         # (asyncio.shield and Event both remove a cancelled waiter from a list).
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
+        waiters = self._waiters[fetch]
+        waiters.add(waiter)
         try:
             await waiter
         finally:
-            self._waiters.discard(waiter)
+            waiters.discard(waiter)
         return fetch.result()
+
+    def _start_fetch(self) -> asyncio.Task[str]:
+        fetch = asyncio.get_running_loop().create_task(self._fetch_and_keep())
+        self._fetching = fetch
+        self._waiters[fetch] = set()
+        fetch.add_done_callback(self._wake_waiters)
+        return fetch
 
     def _wake_waiters(self, fetch: asyncio.Task[str]) -> None:
         if not fetch.cancelled():
             fetch.exception()  # retrieved here: every waiter may have been cancelled
-        for waiter in self._waiters:
+        for waiter in self._waiters.pop(fetch, ()):
             if not waiter.done():
                 waiter.set_result(None)
-        self._waiters.clear()
 
     async def _fetch_and_keep(self) -> str:
         token = await self._fetch()
         remember(token)
-        lifetime = _jwt_expiry(token, self._clock.wall())
-        lifetime = ACCESS_TOKEN_TTL if lifetime is None else lifetime
-        # A minute before expiry, or halfway for short-lived tokens (no refresh storm).
-        refresh_in = max(lifetime - REFRESH_MARGIN, lifetime / 2)
+        if not _sendable(token):
+            raise AuthError(
+                f"{self.origin} gave an access token with spaces, control or non-ASCII "
+                "characters, which cannot be sent in a header\n"
+                "HINT: check what it prints; a token is one word of visible ASCII"
+            )
+        lifetime = self._lifetime(token)
+        # A minute before expiry, or halfway for short-lived tokens (no refresh storm), and
+        # never sooner than MIN_REFRESH_INTERVAL: a 401 renews a token that expires earlier.
+        refresh_in = max(lifetime - REFRESH_MARGIN, lifetime / 2, MIN_REFRESH_INTERVAL)
         self._token = token
         self._refresh_at = self._clock.now() + refresh_in
         if self.renewable:
@@ -133,12 +156,44 @@ class TokenProvider(ABC):
             self._timer = self._clock.call_later(refresh_in, self._refresh_in_background)
         return token
 
+    def _lifetime(self, token: str) -> float:
+        """How long `token` should live from now, by its own claims where it has them.
+
+        A JWT issued (`iat`) far from our clock's now, or one already expired by our
+        clock, means the clocks disagree: the token's stated lifetime is used instead of
+        our clock's reading of `exp`, and a warning says so (once).
+        """
+        claims = _jwt_claims(token)
+        exp, iat = _number(claims.get("exp")), _number(claims.get("iat"))
+        if exp is None:
+            return ACCESS_TOKEN_TTL
+        now = self._clock.wall()
+        if iat is not None and exp > iat:
+            if abs(now - iat) > CLOCK_SKEW_TOLERANCE:
+                self._warn_skew(now - iat, "its issue time (iat)")
+                return exp - iat
+            return exp - now
+        if exp - now <= 0:
+            self._warn_skew(now - exp, "its expiry (exp)")
+            return ACCESS_TOKEN_TTL
+        return exp - now
+
+    def _warn_skew(self, ahead_s: float, claim: str) -> None:
+        if self._skew_warned:
+            return
+        self._skew_warned = True
+        _log.warning(
+            "clock_skew",
+            message=f"this machine's clock is {round(ahead_s)}s past the new access token's "
+            f"{claim}: the clocks disagree, or the token is stale; refreshing on the token's "
+            "stated lifetime and on 401 instead",
+            hint="synchronise the clock (NTP)",
+        )
+
     def _refresh_in_background(self) -> None:
         if self._fetching is None or self._fetching.done():
-            self._fetching = asyncio.get_running_loop().create_task(self._fetch_and_keep())
-            self._fetching.add_done_callback(self._wake_waiters)
             # A failure surfaces to the next caller, who fetches again; nobody else waits.
-            self._fetching.add_done_callback(_note_failure)
+            self._start_fetch().add_done_callback(_note_failure)
 
     @abstractmethod
     async def _fetch(self) -> str:
@@ -149,6 +204,7 @@ class StaticTokenProvider(TokenProvider):
     """A ready access token: used as is, never refreshed."""
 
     renewable = False
+    origin = "LUCIDITY_ACCESS_TOKEN"
 
     def __init__(self, token: str, clock: Clock) -> None:
         super().__init__(clock)
@@ -166,6 +222,8 @@ class StaticTokenProvider(TokenProvider):
 
 class RefreshTokenProvider(TokenProvider):
     """Exchanges the refresh token for access tokens (API.md, Authentication)."""
+
+    origin = "the token-refresh endpoint"
 
     def __init__(
         self, refresh_token: str, transport: Transport, clock: Clock, policy: DelayPolicy
@@ -215,6 +273,8 @@ class RefreshTokenProvider(TokenProvider):
 class CommandTokenProvider(TokenProvider):
     """Runs a command that prints an access token on stdout (its stderr goes to ours)."""
 
+    origin = "--token-command"
+
     def __init__(self, command: str, clock: Clock) -> None:
         super().__init__(clock)
         self._argv = shlex.split(command)
@@ -225,7 +285,10 @@ class CommandTokenProvider(TokenProvider):
         name = self._argv[0]
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+                *self._argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                env=_command_environment(),
             )
         except OSError as error:
             raise AuthError(f"--token-command: cannot run {name!r}: {error.strerror}") from None
@@ -245,6 +308,15 @@ class CommandTokenProvider(TokenProvider):
                 f"(it printed {len(lines)} lines)"
             )
         return lines[0].strip()
+
+
+def _command_environment() -> dict[str, str]:
+    """Our environment without the Lucidity token variables: the command needs none of them."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not (name.startswith("LUCIDITY_") and "TOKEN" in name)
+    }
 
 
 def _note_failure(fetch: asyncio.Task[str]) -> None:
@@ -275,16 +347,24 @@ def _access_token(body: bytes) -> str | None:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
-def _jwt_expiry(token: str, now: float) -> float | None:
-    """Seconds until a JWT's `exp`, if the token is a JWT that has one."""
+def _sendable(token: str) -> bool:
+    """True for a token that can travel in a header as is: visible ASCII, no spaces."""
+    return bool(token) and all("!" <= char <= "~" for char in token)
+
+
+def _jwt_claims(token: str) -> dict[str, object]:
+    """The payload of a JWT (empty for anything else)."""
     parts = token.split(".")
     if len(parts) != 3:
-        return None
+        return {}
     try:
         payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (binascii.Error, ValueError):
-        return None
-    exp = payload.get("exp") if isinstance(payload, dict) else None
-    if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
-        return float(exp) - now
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from .cli_options import (
     setup_logging,
 )
 from .cli_poll import add_poll_command
-from .errors import ConfigError, InputError, StateLocked
+from .errors import ConfigError, InputError, OutputError, StateLocked
 from .outcome import ExitCode
 
 __all__ = ["PROG", "build_parser", "main", "subcommands"]
@@ -79,6 +81,7 @@ examples:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    _no_core_dumps()
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -89,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateLocked as error:
         _fail(error)
         return ExitCode.LOCKED
+    except OutputError as error:
+        _fail(error)
+        return ExitCode.OUTPUT
     except KeyboardInterrupt:  # Ctrl-C before polling began (e.g. while reading stdin)
         return ExitCode.SIGINT
     except Exception:  # a bug: say so, with the traceback (scrubbed), and a code of its own
@@ -184,7 +190,14 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _run_report(args: argparse.Namespace) -> int:
     from .report import run_report
 
-    return run_report(args)
+    try:
+        code = run_report(args)
+        sys.stdout.flush()  # inside the try: a reader gone (`| head`) is not an error
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's final flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    return code
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
@@ -207,6 +220,13 @@ def _run_demo(args: argparse.Namespace) -> int:
             stdout=sys.stdout.buffer,
         )
     )
+
+
+def _no_core_dumps() -> None:
+    """A crash must not leave the tokens in memory on disk: no core dumps, for us and for
+    the token command we start (the hard limit stays, so a test run can lift it again)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
 
 
 def _fail(error: Exception) -> None:

@@ -38,7 +38,9 @@ credentials (one of, first found wins):
 exit codes:
   0 all COMPLETED   1 some FAILED or CANCELLED   2 usage or input error
   3 incomplete (deadline, --once, NOT_FOUND, UNKNOWN, ERROR)
-  4 authentication failed   5 state file locked   130/143 interrupted
+  4 authentication failed   5 state file locked
+  6 answer refused for safety (TLS failure, redirect)
+  74 events could not be written (disk full)   129/130/143 SIGHUP/SIGINT/SIGTERM
 """
 
 

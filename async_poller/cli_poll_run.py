@@ -10,9 +10,8 @@ import asyncio
 import functools
 import os
 import signal
-import stat
 import sys
-from pathlib import Path
+from contextlib import aclosing
 from typing import BinaryIO
 
 from .cli_options import setup_logging
@@ -26,11 +25,11 @@ from .output import open_output, relay
 from .progress import open_status
 from .redact import Secret
 from .scheduler import Interrupt, poll_jobs
+from .secretfile import read_secret_file
 
 __all__ = ["run_poll"]
 
 MAX_LISTED_INVALID = 20
-TOKEN_FILE_LIMIT = 64 * 1024
 
 
 def run_poll(args: argparse.Namespace) -> int:
@@ -98,7 +97,11 @@ async def _stream(
 ) -> int:
     interrupt = Interrupt()
     loop = asyncio.get_running_loop()
-    for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
+    for signum, code in (
+        (signal.SIGINT, ExitCode.SIGINT),
+        (signal.SIGTERM, ExitCode.SIGTERM),
+        (signal.SIGHUP, ExitCode.SIGHUP),  # an SSH session dropped: stop with a summary
+    ):
         loop.add_signal_handler(signum, interrupt.stop, code)
     exit_code = int(ExitCode.INCOMPLETE)
     with open_status(
@@ -113,9 +116,10 @@ async def _stream(
             tick_s=status.tick_s if status else 1.0,
         )
         gone = functools.partial(interrupt.stop, ExitCode.INCOMPLETE)  # `| head`: stop quietly
-        async for event in relay(events, stream, status, on_reader_gone=gone):
-            if isinstance(event, Summary):
-                exit_code = event.exit_code
+        async with aclosing(events):  # an OutputError ends the run here, and closes it
+            async for event in relay(events, stream, status, on_reader_gone=gone):
+                if isinstance(event, Summary):
+                    exit_code = event.exit_code
     return exit_code
 
 
@@ -123,7 +127,8 @@ def _credentials(args: argparse.Namespace) -> Credentials:
     if args.token_command:
         return Credentials(token_command=args.token_command)
     if args.refresh_token_file:
-        return Credentials(refresh_token=Secret(_read_token_file(args.refresh_token_file)))
+        token = read_secret_file(args.refresh_token_file, "--refresh-token-file")
+        return Credentials(refresh_token=Secret(token))
     if token := os.environ.get("LUCIDITY_REFRESH_TOKEN", "").strip():
         return Credentials(refresh_token=Secret(token))
     if token := os.environ.get("LUCIDITY_ACCESS_TOKEN", "").strip():
@@ -132,20 +137,3 @@ def _credentials(args: argparse.Namespace) -> Credentials:
         "no credentials\nHINT: set LUCIDITY_REFRESH_TOKEN (or LUCIDITY_ACCESS_TOKEN), or use "
         "--refresh-token-file PATH or --token-command CMD"
     )
-
-
-def _read_token_file(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ConfigError(
-                    f"permissions {stat.S_IMODE(mode):04o} for {path} are too open: "
-                    f"the refresh token must be readable by you alone\nHINT: chmod 600 {path}"
-                )
-            text = handle.read(TOKEN_FILE_LIMIT).decode("utf-8", "replace").strip()
-    except OSError as error:
-        raise ConfigError(f"cannot read --refresh-token-file {path}: {error.strerror}") from None
-    if not text or any(c.isspace() for c in text):
-        raise ConfigError(f"--refresh-token-file {path} must hold exactly one token")
-    return text

@@ -154,8 +154,10 @@ class Config:
     """Consecutive UNKNOWN answers before the job ends `UNKNOWN`."""
     max_not_found: int = 3
     """Consecutive 404 answers before the job ends `NOT_FOUND`."""
-    max_bad_responses: int = 5
-    """Consecutive malformed answers before the job ends `ERROR`."""
+    bad_response_window: float = 600.0
+    """How long a job's answers may stay malformed (HTTP 200 with an HTML maintenance page,
+    an unknown status word, an oversized answer) before it ends `ERROR`: such answers are
+    transient, like a 503. Any good answer starts the window over."""
     seed: int | None = None
     """Seed for the jitter, for reproducible runs; None draws a fresh one."""
 
@@ -172,14 +174,14 @@ class Config:
             )
         for name in ("min_delay", "unknown_delay"):
             _check_duration(name, getattr(self, name), allow_zero=True)
-        for name in ("max_delay", "deadline", "request_timeout"):
+        for name in ("max_delay", "deadline", "request_timeout", "bad_response_window"):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.min_delay > self.max_delay:
             raise ConfigError(
                 f"--min-delay ({format_duration(self.min_delay)}) is above --max-delay "
                 f"({format_duration(self.max_delay)})\nHINT: raise --max-delay or lower --min-delay"
             )
-        for name in ("max_unknown", "max_not_found", "max_bad_responses"):
+        for name in ("max_unknown", "max_not_found"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
 
@@ -193,13 +195,14 @@ def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
 def check_base_url(url: str, allow_insecure_http: bool) -> str:
     """Validate the API base URL and return it without a trailing slash."""
     parts = urlsplit(url.strip())
+    shown = _without_userinfo(url.strip())  # never repeat a password given in the URL
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(
-            f"invalid base URL {url!r}\nHINT: give the API host, e.g. {DEFAULT_BASE_URL}"
+            f"invalid base URL {shown!r}\nHINT: give the API host, e.g. {DEFAULT_BASE_URL}"
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigError(
-            f"the base URL must not carry credentials, a query or a fragment: {url!r}"
+            f"the base URL must not carry credentials, a query or a fragment: {shown!r}"
         )
     if parts.scheme == "http" and not (allow_insecure_http or is_loopback(parts.hostname)):
         raise ConfigError(
@@ -207,6 +210,15 @@ def check_base_url(url: str, allow_insecure_http: bool) -> str:
             "HINT: use https://, or pass --allow-insecure-http if you really mean it"
         )
     return url.strip().rstrip("/")
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` with anything between `//` and `@` in its authority shown as `***`."""
+    scheme, separator, rest = url.partition("//")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return url
+    return f"{scheme}//***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def is_loopback(host: str) -> bool:

@@ -5,8 +5,9 @@
     │   └── StateError     the state file cannot be used (exit 2)
     ├── InputError         job-id input that cannot be used (exit 2)
     ├── StateLocked        another run holds the state file (exit 5)
+    ├── OutputError        the events cannot be written: disk full, I/O error (exit 74)
     ├── AuthError          credentials rejected or unobtainable (exit 4)
-    └── FatalResponseError the API answered in a way that makes polling pointless (exit 3)
+    └── FatalResponseError an answer refused for safety: TLS failure, a redirect (exit 6)
 
 Messages are written for the person running the tool and never contain a token.
 """
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigError",
     "FatalResponseError",
     "InputError",
+    "OutputError",
     "PollerError",
     "StateError",
     "StateLocked",
@@ -42,6 +44,11 @@ class AuthError(PollerError):
 
 class FatalResponseError(PollerError):
     """The API answered in a way no job can recover from (for example a redirect)."""
+
+
+class OutputError(PollerError):
+    """The events cannot be written (a full disk, `/dev/full`, an I/O error): the run stops,
+    and no partial line is left behind."""
 
 
 class StateError(ConfigError):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import os
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from typing import IO, Any, ClassVar, Final
@@ -175,11 +178,35 @@ def event_schema() -> dict[str, Any]:
 
 
 class JsonLinesSink:
-    """Writes events to a binary stream, one line each, flushed at once."""
+    """Writes events to a binary stream, one line each, flushed at once.
+
+    A stream with a file descriptor gets whole lines or nothing: a line cut short by a full
+    disk is taken back from a regular file before the error is raised, so the file never
+    ends in a partial line that would break `jq` for every later run appending to it.
+    """
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fd = None
+        self._regular = self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
 
     def write(self, event: Event) -> None:
-        self._stream.write(encode(event))
-        self._stream.flush()
+        line = encode(event)
+        if self._fd is None:
+            self._stream.write(line)
+            self._stream.flush()
+            return
+        self._stream.flush()  # our lines bypass the buffer: anything in it goes first
+        size = os.fstat(self._fd).st_size if self._regular else 0
+        written = 0
+        try:
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+        except OSError:
+            # Take the partial line back, unless another process appended since.
+            if written and self._regular and os.fstat(self._fd).st_size == size + written:
+                os.ftruncate(self._fd, size)
+            raise

@@ -57,11 +57,12 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class GiveUpLimits:
-    """Consecutive answers after which a job ends without a terminal status."""
+    """When a job ends without a terminal status: after so many consecutive UNKNOWN or 404
+    answers, or after malformed answers that lasted `bad_response_window` clock seconds."""
 
     unknown: int = 6
     not_found: int = 3
-    bad_responses: int = 5
+    bad_response_window: float = 600.0
 
 
 @dataclass(slots=True)
@@ -78,18 +79,20 @@ class JobTracker:
     """Consecutive failed polls."""
     unknown_streak: int = 0
     not_found_streak: int = 0
-    bad_streak: int = 0
+    bad_since: float | None = None
+    """When the current run of malformed answers began (None after a good answer)."""
     last_error: str | None = None
     """The latest failure, until an answer comes (a TIMED_OUT result's reason)."""
     done: bool = False
 
-    def observe(self, answer: Answer) -> Step:
-        """Update the job from `answer` and say what follows."""
+    def observe(self, answer: Answer, now: float) -> Step:
+        """Update the job from `answer`, received at clock time `now`, and say what follows."""
         if isinstance(answer, Throttled):
             return Step(Wait.NOW)
         self.polls += 1
         if not isinstance(answer, RetryLater):
-            self.attempt = self.bad_streak = 0
+            self.attempt = 0
+            self.bad_since = None
             self.last_error = None
         if not isinstance(answer, NotFound):
             self.not_found_streak = 0
@@ -124,8 +127,10 @@ class JobTracker:
                 self.last_error = message
                 failure = Failure(kind, http_status, self.attempt, message)
                 if kind == "bad_response":
-                    self.bad_streak += 1
-                    if self.bad_streak >= self.limits.bad_responses:
+                    # A maintenance page served as 200 is as transient as a 503: give up
+                    # on how long it lasts, not on how many polls saw it.
+                    self.bad_since = now if self.bad_since is None else self.bad_since
+                    if now - self.bad_since >= self.limits.bad_response_window:
                         return self._end(Wait.RETRY, FinalStatus.ERROR, message)
                 return Step(Wait.RETRY, failure=failure)
         raise TypeError(f"not an answer the scheduler handles: {answer!r}")

@@ -27,6 +27,7 @@ from .events import (
 from .ids import JobIds
 from .job import Ending, JobTracker, Step, Wait
 from .outcome import FinalStatus
+from .redact import redact, redact_value
 from .responses import Answer, JobState
 from .state import StateStore
 
@@ -122,14 +123,14 @@ class Ledger:
                     kind=failure.kind,
                     http_status=failure.http_status,
                     attempt=failure.attempt,
-                    message=failure.message,
+                    message=redact(failure.message),
                 )
             )
         if step.ending is not None:
             self.finish(job, step.ending)
 
     def finish(self, job: JobTracker, ending: Ending) -> None:
-        """`job` is final: store its result, then emit it."""
+        """`job` is final: store its result, then emit it (the server's words redacted)."""
         job.done = True
         self.counts[ending.status] += 1
         result = self._result(job, ending, event_id(job.id, ending.status))
@@ -139,8 +140,8 @@ class Ledger:
                 ending.status,
                 self.clock.wall(),
                 event_id=result.event_id,
-                reason=ending.reason,
-                details=ending.details,
+                reason=result.reason,
+                details=result.details,
             )
         self.emit(result)
 
@@ -153,8 +154,9 @@ class Ledger:
             polls=job.polls,
             elapsed_s=self.elapsed(),
             event_id=stable_id or event_id(job.id, ending.status),
-            reason=ending.reason,
-            details=ending.details,
+            # Defence in depth: `responses` masks tokens already, before it cuts text short.
+            reason=None if ending.reason is None else redact(ending.reason),
+            details=redact_value(ending.details),
         )
 
     def written(self, result: Result) -> None:

@@ -18,7 +18,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from .redact import redact
+from .redact import redact_value
 
 __all__ = ["LogFormat", "configure_logging", "divert_logs", "no_color"]
 
@@ -111,10 +111,8 @@ class _LineLogger:
 
 
 def _scrub_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask every known token in every string value (defence in depth: none should be there)."""
-    return {
-        key: redact(value) if isinstance(value, str) else value for key, value in event_dict.items()
-    }
+    """Mask every known token in every string, nested ones too (defence in depth)."""
+    return {key: redact_value(value) for key, value in event_dict.items()}
 
 
 def _dumps(value: Any, **_: Any) -> str:

@@ -44,8 +44,15 @@ class ExitCode(IntEnum):
     INCOMPLETE = 3
     AUTH = 4
     LOCKED = 5
+    UNTRUSTED = 6
+    """The API's answer was refused for safety (TLS verification failed, a redirect): an
+    attack or a misconfiguration, not slowness; run aborted."""
+    OUTPUT = 74
+    """The events could not be written (EX_IOERR): a full disk, `/dev/full`, an I/O error."""
     INTERNAL = 70
     """A bug in async-poller (EX_SOFTWARE), never an outcome of the jobs."""
+    SIGHUP = 129
+    """The terminal went away (an SSH session dropped): stopped like SIGTERM."""
     SIGINT = 130
     SIGTERM = 143
 

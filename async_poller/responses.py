@@ -27,6 +27,7 @@ from typing import Any, Final
 import orjson
 
 from .outcome import LIFECYCLE
+from .redact import redact, redact_value
 
 __all__ = [
     "Answer",
@@ -143,12 +144,14 @@ def _read_job_state(job_id: int, body: bytes) -> Answer:
     raw = _status_value(data, document)
     if raw is None:
         return RetryLater("bad_response", 200, "no job status in the answer")
-    status = raw.strip().upper()
+    status = _status_word(raw)
     if status not in LIFECYCLE:
         return RetryLater("bad_response", 200, f"unrecognised status {_clip(raw)!r}")
     reason = data.get("failureReason") or data.get("message")
     details = next((data[key] for key in _DETAIL_KEYS if data.get(key)), None)
-    return JobState(status, _clip(reason) if isinstance(reason, str) else None, details)
+    return JobState(
+        status, _clip(reason) if isinstance(reason, str) else None, redact_value(details)
+    )
 
 
 def _job_object(document: Any) -> dict[str, Any] | None:
@@ -170,9 +173,18 @@ def _status_value(data: dict[str, Any], document: dict[str, Any]) -> str | None:
             return value
     # A top-level `status` may be an HTTP code (envelope B): only a lifecycle word counts.
     top = document.get("status")
-    if isinstance(top, str) and top.strip().upper() in LIFECYCLE:
+    if isinstance(top, str) and _status_word(top) in LIFECYCLE:
         return top
     return None
+
+
+def _status_word(raw: str) -> str:
+    """A status as the API's word, compared case-insensitively after trimming ASCII spaces.
+
+    ASCII only: "fa\u0131led" (a dotless i) upper-cases to "FAILED", and `str.strip` eats
+    a no-break space, so a look-alike would otherwise pass for a real status.
+    """
+    return raw.strip(" \t\r\n").upper() if raw.isascii() else raw
 
 
 def describe_error(http_status: int, headers: Mapping[str, str], body: bytes) -> str:
@@ -217,9 +229,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    """The server's `text` on one line, tokens masked (before cutting, so no piece is left)."""
+    text = " ".join(redact(text).split())
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
 
 
 def _preview(body: bytes) -> str:
-    return repr(body[:40])[2:-1] + ("…" if len(body) > 40 else "")
+    text = redact(body[: _MESSAGE_LIMIT * 8].decode("utf-8", "backslashreplace"))
+    return repr(text[:40])[1:-1] + ("…" if len(text) > 40 else "")

@@ -21,7 +21,7 @@ from .budget import RateBudget, RetryBudget
 from .client import StatusChecker
 from .clock import Clock, shared_timeline
 from .config import Config
-from .errors import AuthError, PollerError
+from .errors import AuthError, FatalResponseError, PollerError
 from .events import RunWarning, Summary
 from .ids import JobIds
 from .job import Ending, GiveUpLimits, JobTracker, Wait
@@ -99,7 +99,7 @@ class Run:
         self.config = config
         self.clock = clock
         self.ledger = Ledger(clock, store)
-        limits = GiveUpLimits(config.max_unknown, config.max_not_found, config.max_bad_responses)
+        limits = GiveUpLimits(config.max_unknown, config.max_not_found, config.bad_response_window)
         self.jobs = [JobTracker(job_id, limits) for job_id in job_ids.ids]
         self._interrupt = interrupt or Interrupt()
         self._ticks = ticks
@@ -153,7 +153,7 @@ class Run:
 
     async def execute(self, connect: Connect) -> None:
         """Poll every job, then emit the summary and close the event stream."""
-        outcomes: dict[str, int] = {}
+        outcomes: Mapping[str, int] = {}
         try:
             async with connect(
                 self.config, self.clock, self._budget, self.ledger.throttled
@@ -173,7 +173,8 @@ class Run:
                         task.cancel()
                     await asyncio.gather(*self._tasks, return_exceptions=True)
                     await self._budget.aclose()
-                    outcomes = dict(client.outcomes)
+                    # Live, not a copy: a token refresh cancelled as the client closes counts.
+                    outcomes = client.outcomes
         except PollerError as error:  # e.g. the state file failed mid-run
             self.stop(error)
         if self._abort is None and not self.config.once and not self._interrupt.requested.is_set():
@@ -190,7 +191,7 @@ class Run:
             exit_code=self._exit_code(),
         )
         if self.config.metrics_file is not None:
-            self._write_metrics(summary, outcomes)
+            self._write_metrics(summary, dict(outcomes))
         self.ledger.emit(summary)
         self.ledger.events.put_nowait(None)
 
@@ -225,6 +226,8 @@ class Run:
             return self._interrupt.exit_code
         if isinstance(self._abort, AuthError):
             return ExitCode.AUTH
+        if isinstance(self._abort, FatalResponseError):
+            return ExitCode.UNTRUSTED
         if self._abort is not None:
             return ExitCode.INCOMPLETE
         return exit_code_for(self.ledger.final_counts(self.jobs))
@@ -268,7 +271,7 @@ class Run:
                     priority = asked
                 asked = self.clock.now()
                 answer = await client.check(job.id, priority=priority)
-                step = job.observe(answer)
+                step = job.observe(answer, self.clock.now())
                 self.ledger.record(job, answer, step)
                 if job.done or (self.config.once and step.wait not in (Wait.RETRY, Wait.NOW)):
                     break

@@ -121,9 +121,20 @@ class StateStore:
             check_access(path, readonly)
             uri = f"{path.absolute().as_uri()}?mode={'ro' if readonly else 'rwc'}"
             with translated(path):
-                db = sqlite3.connect(uri, uri=True, isolation_level=None)
-                store = cls(path, db, lock_fd)
-                store._prepare(readonly)
+                try:
+                    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                    store = cls(path, db, lock_fd)
+                    store._prepare(readonly)
+                except sqlite3.OperationalError:
+                    # A read-only mount: SQLite cannot create the WAL index beside the file.
+                    # Nobody can write there either, so the file is read as immutable.
+                    if not readonly or os.access(path.parent, os.W_OK):
+                        raise
+                    if db is not None:
+                        db.close()
+                    db = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+                    store = cls(path, db, lock_fd)
+                    store._prepare(readonly)
         except BaseException:
             if db is not None:
                 db.close()
@@ -152,6 +163,11 @@ class StateStore:
             raise StateError(
                 f"state file {self.path} has schema version {version}, newer than this "
                 f"async-poller supports ({SCHEMA_VERSION})\nHINT: upgrade async-poller"
+            )
+        if version < 0 or (version == 0 and not fresh):
+            raise StateError(
+                f"state file {self.path} has an unknown schema version ({version})\n"
+                f"HINT: {MOVE_ASIDE}"
             )
         if readonly:
             if version < SCHEMA_VERSION:
@@ -284,7 +300,7 @@ class StateStore:
                 marks = ", ".join("?" * len(chunk))
                 query = f"SELECT {_COLUMNS} FROM jobs WHERE job_id IN ({marks})"
                 for row in self._db.execute(query, chunk):
-                    found[row[0]] = _stored_job(row)
+                    found[row[0]] = self._stored_job(row)
         return found
 
     def jobs(self, statuses: Collection[str] | None = None) -> Iterator[StoredJob]:
@@ -296,7 +312,7 @@ class StateStore:
         query = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY coalesce(result, 'pending'), job_id"
         with translated(self.path):
             for row in self._db.execute(query, tuple(statuses or ())):
-                yield _stored_job(row)
+                yield self._stored_job(row)
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         """The job's recorded transitions, oldest first."""
@@ -306,11 +322,53 @@ class StateStore:
                 " ORDER BY rowid",
                 (job_id,),
             )
-            return [HistoryEntry(*row) for row in rows]
+            entries = [HistoryEntry(*row) for row in rows]
+        for entry in entries:
+            if not (
+                _is(entry.from_status, str, optional=True)
+                and isinstance(entry.to_status, str)
+                and _is(entry.at, float)
+            ):
+                raise self._damaged(f"job {job_id} has a damaged history entry")
+        return entries
+
+    def _stored_job(self, row: tuple[Any, ...]) -> StoredJob:
+        """A row as a `StoredJob`; a value of the wrong type (the file was edited or damaged
+        by hand) is a `StateError`, never a crash later on."""
+        job_id, status, first, last, polls, result, result_at, reason, details, eid, sent = row
+        if not (
+            isinstance(job_id, int)
+            and _is(status, str, optional=True)
+            and _is(first, float)
+            and _is(last, float)
+            and isinstance(polls, int)
+            and (result is None or result in _RESULTS)
+            and _is(result_at, float, optional=True)
+            and _is(reason, str, optional=True)
+            and _is(details, str, optional=True)
+            and _is(eid, str, optional=True)
+            and isinstance(sent, int)
+        ):
+            raise self._damaged(f"the row of job {job_id!r} holds a value of the wrong type")
+        try:
+            decoded = None if details is None else orjson.loads(details)
+        except orjson.JSONDecodeError:
+            raise self._damaged(f"the details of job {job_id} are not JSON") from None
+        return StoredJob(
+            job_id, status, first, last, polls, result, result_at, reason, decoded, eid, bool(sent)
+        )
+
+    def _damaged(self, what: str) -> StateError:
+        return StateError(f"state file {self.path} is damaged: {what}\nHINT: {MOVE_ASIDE}")
 
 
-def _stored_job(row: tuple[Any, ...]) -> StoredJob:
-    values = list(row)
-    values[8] = None if row[8] is None else orjson.loads(row[8])
-    values[10] = bool(row[10])
-    return StoredJob(*values)
+_RESULTS: Final = frozenset(FinalStatus)
+
+
+def _is(value: object, kind: type, *, optional: bool = False) -> bool:
+    """`value` is of `kind` (an int counts as a float), or None when `optional`."""
+    if value is None:
+        return optional
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)

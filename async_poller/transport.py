@@ -9,6 +9,7 @@ rate and pause it here, so every caller benefits.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections import Counter
@@ -32,6 +33,10 @@ BODY_LIMIT: Final = 64 * 1024
 DEFAULT_THROTTLE_PAUSE: Final = 5.0
 """How long everyone waits after a 429 without a usable Retry-After (a 503 without one only
 lowers the rate)."""
+EMFILE_HINT: Final = (
+    "HINT: too many open files: raise the limit (ulimit -n, or LimitNOFILE= in a systemd "
+    "unit) or lower --concurrency"
+)
 MAX_THROTTLE_PAUSE: Final = 600.0
 """A longer Retry-After is clamped to this (and reported) rather than stalling the run."""
 
@@ -82,6 +87,7 @@ class Transport:
         # line would otherwise cost every request some microseconds for nothing.
         logger = _log.bind()
         self._request_log = logger if logger.is_enabled_for(logging.DEBUG) else None
+        self._emfile_warned = False
         self.outcomes: Counter[str] = Counter()
         """Requests sent so far by outcome: ok, http_4xx, http_429, http_5xx, timeout, ..."""
 
@@ -160,8 +166,20 @@ class Transport:
             raise TransportError("timeout", "no answer within the request timeout") from None
         except aiohttp.ClientSSLError as error:
             raise TransportError("tls", redact(f"TLS failure: {error}")) from None
+        except aiohttp.ClientResponseError:
+            # An answer that is not HTTP as aiohttp reads it: a 100 KB header, a garbled status
+            # line. Not a broken connection but a bad answer, given up on like one. Its text
+            # quotes the server's bytes (cut short, so a token in them could not be masked).
+            raise TransportError(
+                "bad_response", "malformed HTTP answer (unreadable status line or headers)"
+            ) from None
         except (aiohttp.ClientError, OSError) as error:
             message = redact(f"{type(error).__name__}: {error}".rstrip(": "))
+            if getattr(error, "errno", None) == errno.EMFILE:  # ClientOSError is an OSError
+                message = f"{message}; {EMFILE_HINT}"
+                if not self._emfile_warned:
+                    self._emfile_warned = True
+                    _log.warning("too_many_open_files", hint=EMFILE_HINT)
             raise TransportError("connection", message) from None
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:

@@ -8,6 +8,7 @@ import sys
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from async_poller.auth import (
     ACCESS_TOKEN_TTL,
@@ -35,11 +36,11 @@ class CountingProvider(TokenProvider):
         return f"token-{self.fetches}"
 
 
-def jwt(exp: float) -> str:
+def jwt(exp: float, **claims: float) -> str:
     def part(value: object) -> str:
         return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
 
-    return f"{part({'alg': 'none'})}.{part({'exp': exp})}.c2ln"
+    return f"{part({'alg': 'none'})}.{part({'exp': exp, **claims})}.c2ln"
 
 
 def test_headers_carry_the_raw_token() -> None:
@@ -152,3 +153,97 @@ async def test_short_lived_tokens_are_refreshed_halfway_not_in_a_storm() -> None
     await clock.sleep(100)
     assert 6 <= provider.fetches <= 8
     await provider.aclose()
+
+
+class FixedJwtProvider(CountingProvider):
+    """Hands out JWTs whose claims are computed from the issuer's wall clock."""
+
+    def __init__(self, clock: VirtualClock, **offsets: float) -> None:
+        super().__init__(clock)
+        self.offsets = offsets
+
+    async def _fetch(self) -> str:
+        self.fetches += 1
+        claims = {name: self._clock.wall() + offset for name, offset in self.offsets.items()}
+        return jwt(**claims)
+
+
+async def test_an_already_expired_jwt_does_not_cause_a_refresh_storm() -> None:
+    """A token whose exp is past by our clock is refreshed every ~15 minutes, not
+    continuously, and a clock-skew warning is logged once."""
+    clock = VirtualClock(wall_start=1_000_000.0)
+    provider = FixedJwtProvider(clock, exp=-3600)
+    with capture_logs() as logs:
+        await provider.token()
+        await clock.sleep(3600)
+    await provider.aclose()
+    assert provider.fetches <= 6
+    assert 1 == sum(entry["event"] == "clock_skew" for entry in logs)
+
+
+async def test_a_clock_ahead_of_the_issuer_uses_the_stated_lifetime() -> None:
+    """Our clock two hours ahead of the issuer's: the token's own lifetime (exp - iat = 15 min)
+    paces the refreshes."""
+    clock = VirtualClock(wall_start=1_000_000.0)
+    provider = FixedJwtProvider(clock, iat=-7200, exp=-7200 + 900)
+    with capture_logs() as logs:
+        await provider.token()
+        await clock.sleep(3600)
+    await provider.aclose()
+    assert 4 <= provider.fetches <= 6
+    assert [entry["event"] for entry in logs] == ["clock_skew"]
+
+
+async def test_a_caller_arriving_between_two_fetches_gets_the_new_token() -> None:
+    """A caller who starts a new fetch after the old one finished, before the old one's
+    waiters were woken, waits for its own fetch (no InvalidStateError)."""
+    gate, fetched = asyncio.Event(), asyncio.Event()
+
+    class Gated(TokenProvider):
+        fetches = 0
+
+        async def _fetch(self) -> str:
+            await gate.wait()
+            await asyncio.sleep(0)
+            Gated.fetches += 1
+            fetched.set()  # wakes the latecomer before this fetch's done-callbacks run
+            return f"gated-token-{Gated.fetches}"
+
+    provider = Gated(VirtualClock())
+
+    async def latecomer() -> str:
+        await fetched.wait()
+        provider._refresh_at = float("-inf")  # as if the first token had expired already
+        return await provider.token()
+
+    first = asyncio.create_task(provider.token())
+    late = asyncio.create_task(latecomer())
+    await asyncio.sleep(0)
+    gate.set()
+    assert ("gated-token-1", "gated-token-2") == (await first, await late)
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "tab\there", "non-ascii-tökén"])
+async def test_a_token_that_cannot_go_in_a_header_is_an_auth_error(token: str) -> None:
+    """Control characters, spaces or non-ASCII in a token end the run as an authentication
+    failure with one clear message (not a ValueError per request)."""
+    provider = StaticTokenProvider(token, VirtualClock())
+    with pytest.raises(AuthError, match="LUCIDITY_ACCESS_TOKEN gave an access token with"):
+        await provider.token()
+
+
+async def test_the_token_command_does_not_inherit_lucidity_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LUCIDITY_REFRESH_TOKEN and LUCIDITY_ACCESS_TOKEN are not passed on to the command;
+    other variables are."""
+    monkeypatch.setenv("LUCIDITY_REFRESH_TOKEN", "inherited-refresh")
+    monkeypatch.setenv("LUCIDITY_ACCESS_TOKEN", "inherited-access")
+    monkeypatch.setenv("HELPER_SETTING", "kept")
+    script = (
+        "import os; e = os.environ; "
+        "print(e.get('LUCIDITY_REFRESH_TOKEN', '-') + e.get('LUCIDITY_ACCESS_TOKEN', '-')"
+        " + e['HELPER_SETTING'])"
+    )
+    provider = CommandTokenProvider(f'{sys.executable} -c "{script}"', SystemClock())
+    assert "--kept" == await provider.token()

@@ -238,6 +238,20 @@ async def test_refresh_token_file_must_be_private(
     assert set(accepted.results) == set(ids)
 
 
+async def test_a_systemd_credential_is_accepted(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """`LoadCredential=` files show mode 0440 on tmpfs (an ACL's mask): under
+    $CREDENTIALS_DIRECTORY they are accepted (they were refused with an unusable hint)."""
+    ids = simulator.create_jobs(1)
+    token_file = tmp_path / "lucidity-refresh-token"
+    token_file.write_text(simulator.refresh_token + "\n")
+    os.chmod(token_file, 0o440)
+    env = clean_env(LUCIDITY_BASE_URL=simulator.base_url, CREDENTIALS_DIRECTORY=str(tmp_path))
+    run = await poll("--refresh-token-file", str(token_file), *ids_arg(ids), env=env)
+    assert set(run.results) == set(ids), run.stderr
+
+
 async def test_plain_http_to_a_remote_host_is_refused() -> None:
     """http:// to a non-loopback host is refused before anything is sent."""
     env = clean_env(LUCIDITY_BASE_URL="http://api.example.com", LUCIDITY_ACCESS_TOKEN="x-token")

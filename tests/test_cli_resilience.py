@@ -35,14 +35,16 @@ async def tls_simulator(certificate_authority: trustme.CA) -> AsyncIterator[Simu
 
 
 async def test_tls_to_an_unknown_ca_is_fatal(tls_simulator: Simulator) -> None:
-    """A certificate the system does not trust stops the run with a TLS message, no retries."""
+    """A certificate the system does not trust stops the run with a TLS message, no retries,
+    and exit 6 (refused for safety), so CI can tell an attack from a deadline (exit 3)."""
     ids = tls_simulator.create_jobs(2)
     env = clean_env(
         LUCIDITY_BASE_URL=tls_simulator.base_url,
         LUCIDITY_REFRESH_TOKEN=tls_simulator.refresh_token,
     )
     run = await run_cli("poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids), env=env)
-    assert run.code == 3
+    assert run.code == 6
+    assert run.summary["exit_code"] == 6
     assert "TLS failure" in run.stderr
     assert "certificate verify failed" in run.stderr
     assert run.summary["counts"]["pending"] == 2
@@ -67,11 +69,14 @@ async def test_ca_bundle_makes_a_private_ca_trusted(
     assert set(run.results) == set(ids)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 async def test_signals_write_a_summary_and_exit_promptly(
     simulator: Simulator, signum: signal.Signals, code: int
 ) -> None:
-    """SIGTERM/SIGINT stop the run: summary last with pending jobs, exit 143/130, no traceback."""
+    """SIGTERM/SIGINT/SIGHUP stop the run: summary last with pending jobs, exit 143/130/129
+    (128 + the signal's number), no traceback."""
     ids = simulator.create_jobs(6, processing_s=3600.0)
     env = clean_env(
         LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,45 @@ async def test_kill_9_at_random_moments_loses_nothing(simulator: Simulator, tmp_
     assert kills >= 5, "too few runs were killed to mean anything"
     assert all(len(seen) == 1 for seen in results.values()), "a job got two different results"
     assert {job_id: next(iter(seen))[0] for job_id, seen in results.items()} == truth
+
+
+def _odd_state(path: Path, damage: str) -> None:
+    """A state file with one stored job, then `damage` done to it by hand."""
+    with StateStore.open(path) as store:
+        store.record_poll(1, 1_800_000_000.0, "QUEUED")
+        store.record_result(1, "TIMED_OUT", 1_800_000_010.0, event_id="e", details=[1])
+    db = sqlite3.connect(path)
+    db.execute(damage)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("PRAGMA user_version = -3", "unknown schema version (-3)"),
+        ("UPDATE jobs SET details = '{not json'", "details of job 1 are not JSON"),
+        ("UPDATE jobs SET first_seen = 'yesterday'", "value of the wrong type"),
+        ("UPDATE jobs SET result = 'EXPLODED'", "value of the wrong type"),
+    ],
+    ids=["negative-version", "bad-json", "text-time", "unknown-result"],
+)
+@pytest.mark.parametrize("command", ["poll", "report"])
+async def test_odd_state_files_are_a_clear_error_and_left_untouched(
+    tmp_path: Path, damage: str, message: str, command: str
+) -> None:
+    """Valid SQLite with an odd user_version or a row nobody wrote: exit 2 with a message
+    that names the problem, no traceback, and the file byte for byte as it was."""
+    path = tmp_path / "state.db"
+    _odd_state(path, damage)
+    before = path.read_bytes()
+    if command == "poll":
+        env = clean_env(LUCIDITY_BASE_URL="http://127.0.0.1:9", LUCIDITY_REFRESH_TOKEN="r" * 20)
+        run = await run_cli("poll", "--state", str(path), "--id", "1", env=env)
+    else:
+        run = await run_cli("report", "--state", str(path), "--format", "jsonl")
+    assert 2 == run.code, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert b"" == run.stdout
+    assert before == path.read_bytes()

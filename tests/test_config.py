@@ -126,3 +126,14 @@ def test_secret_never_shows_its_value() -> None:
     config = Config(credentials=Credentials(refresh_token=Secret("s3cr3t-value")))
     assert "s3cr3t-value" not in repr(config)
     assert "s3cr3t-value" not in str(config)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://user:hunter2-pw@host", "https://:hunter2-pw@host/x", "ftp://u:hunter2-pw@h"]
+)
+def test_a_refused_base_url_never_repeats_its_password(url: str) -> None:
+    """The message about a base URL with credentials shows them as ***, never the password."""
+    with pytest.raises(ConfigError) as refused:
+        Config(credentials=TOKEN, base_url=url)
+    assert "hunter2" not in str(refused.value)
+    assert "***@" in str(refused.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,50 @@ def test_report_does_not_import_aiohttp() -> None:
     """The report command stays light: no HTTP stack is loaded."""
     code = "import sys, async_poller.report; sys.exit('aiohttp' in sys.modules)"
     assert 0 == subprocess.run([sys.executable, "-c", code], check=False).returncode
+
+
+@pytest.mark.parametrize("output", ["table", "jsonl"])
+def test_a_closed_pipe_ends_the_report_quietly(state: Path, output: str) -> None:
+    """`report ... | head` with the reader gone: exit 0 and nothing on stderr (it printed an
+    internal-error traceback)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "async_poller", "report", "--state", str(state)),
+                "--format",
+                output,
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (0, "") == (done.returncode, done.stderr)
+
+
+def test_a_state_file_on_a_read_only_mount_can_be_reported(state: Path) -> None:
+    """A state file on a read-only mount (a backup, a snapshot) is read as immutable: SQLite
+    cannot create its WAL index there, which made the report fail."""
+    directory = str(state.parent)
+    script = (
+        f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory} "
+        f"|| exit 99; exec {sys.executable} -m async_poller report --state {state} --format jsonl"
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode == 99 or "unshare:" in done.stderr:
+        pytest.skip(f"no private read-only mount here: {done.stderr.strip()}")
+    assert 0 == done.returncode, done.stderr
+    assert [11, 22, 33, 4444] == sorted(
+        orjson.loads(line)["job_id"] for line in done.stdout.splitlines()
+    )

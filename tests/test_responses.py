@@ -145,3 +145,15 @@ def test_describe_error_names_html_bodies() -> None:
 def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
     """Delay-seconds and all three HTTP-date forms are read; anything else is ignored."""
     assert parse_retry_after(value, NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    "word", ["fa\u0131led", "COMPLETED\u00a0", "\u00a0FAILED", "\uff23OMPLETED", "\u017ftatus"]
+)
+def test_status_words_are_ascii_only(word: str) -> None:
+    """Unicode look-alikes (a dotless i upper-cases to I) and non-ASCII spaces are not
+    statuses: the answer is a bad response, never a final status."""
+    body = orjson.dumps({"data": {"id": 7, "status": word}})
+    answer = classify(7, 200, {}, body, 0.0)
+    assert isinstance(answer, RetryLater)
+    assert "bad_response" == answer.kind

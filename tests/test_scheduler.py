@@ -217,16 +217,17 @@ async def test_transient_failures_never_end_a_job_early() -> None:
 
 
 async def test_persistent_bad_responses_end_error() -> None:
-    """A job whose answers are always malformed ends ERROR with the last reason."""
+    """A job whose answers stay malformed for `bad_response_window` ends ERROR with the last
+    reason."""
     clock = VirtualClock()
     api = FakeApi(
         clock,
         {1: lifecycle(100.0)},
         fault=lambda job_id, now: RetryLater("bad_response", 200, "body is not JSON"),
     )
-    events = await run(api, [1], config(max_bad_responses=5))
+    events = await run(api, [1], config(bad_response_window=300.0))
     assert (results(events)[1].status, results(events)[1].reason) == ("ERROR", "body is not JSON")
-    assert len(api.polls) == 5
+    assert 300.0 <= results(events)[1].elapsed_s < 600.0
 
 
 async def test_rate_budget_holds_across_many_jobs() -> None:

@@ -58,7 +58,7 @@ from async_poller.transport import RawResponse, ThrottleListener, Transport, Tra
 
 LATENCY = 0.5
 """Virtual seconds every answer takes."""
-LIMITS = GiveUpLimits(unknown=3, not_found=2, bad_responses=3)
+LIMITS = GiveUpLimits(unknown=3, not_found=2, bad_response_window=60.0)
 """Small give-up limits, so that runs reach them."""
 UNKNOWN_DELAY = 5.0
 EPSILON = 1e-6
@@ -209,17 +209,20 @@ class Expected:
     polls: int = 0
 
 
-def expect(outcomes: list[str]) -> Expected:
-    """The model: transitions, poll errors and the ending that `outcomes` call for.
+def expect(outcomes: list[tuple[str, float]]) -> Expected:
+    """The model: transitions, poll errors and the ending that `outcomes` (each with the
+    time it was answered) call for.
 
     A status word is a poll answered (UNKNOWN is never a transition); `LIMITS` answers in a
-    row of UNKNOWN, 404 or malformed bodies end the job. Failures of another kind neither
-    count in nor break a row of malformed bodies; any other answer breaks every row.
+    row of UNKNOWN or 404 end the job, and so do malformed bodies lasting `LIMITS`' window.
+    Failures of another kind neither count in nor break a row of malformed bodies; any other
+    answer breaks every row.
     Throttling and 401 answers are not polls. Nothing may follow the ending.
     """
     model = Expected()
-    failed = unknown = not_found = malformed = 0
-    for outcome in outcomes:
+    failed = unknown = not_found = 0
+    malformed_since: float | None = None
+    for outcome, at in outcomes:
         if outcome in ("throttled", "unauthorized"):
             continue
         assert model.ending is None, f"a poll after the job ended {model.ending}"
@@ -227,7 +230,8 @@ def expect(outcomes: list[str]) -> Expected:
         unknown = unknown + 1 if outcome == "UNKNOWN" else 0
         not_found = not_found + 1 if outcome == "not_found" else 0
         if outcome not in FAILURES:
-            failed = malformed = 0
+            failed = 0
+            malformed_since = None
         if outcome == "UNKNOWN":
             model.ending = "UNKNOWN" if unknown >= LIMITS.unknown else None
         elif outcome in ACTIVE or outcome in TERMINAL:
@@ -241,8 +245,10 @@ def expect(outcomes: list[str]) -> Expected:
             model.ending = "ERROR"
         else:
             failed += 1
-            malformed += outcome == "bad"
-            if malformed >= LIMITS.bad_responses:
+            if outcome == "bad" and malformed_since is None:
+                malformed_since = at
+            lasted = at - malformed_since if malformed_since is not None else 0.0
+            if outcome == "bad" and lasted >= LIMITS.bad_response_window:
                 model.ending = "ERROR"
             else:
                 model.attempts.append(failed)
@@ -303,7 +309,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             unknown_delay=UNKNOWN_DELAY,
             max_unknown=LIMITS.unknown,
             max_not_found=LIMITS.not_found,
-            max_bad_responses=LIMITS.bad_responses,
+            bad_response_window=LIMITS.bad_response_window,
             seed=seed,
         )
         self.run = self.loop.create_task(self._consume())
@@ -412,7 +418,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         aborted = self.auth_aborted()
         for job_id in self.ids:
             mine = [r for r in sent if r.job_id == job_id]
-            model = expect([r.outcome for r in mine if r.outcome is not None])
+            model = expect([(r.outcome, r.done_at) for r in mine if r.outcome is not None])
             self.check_job(job_id, model, results.get(job_id), final=final, aborted=aborted)
             self.check_spacing(mine)
         if final:

@@ -305,6 +305,52 @@ def test_a_second_open_is_refused_while_the_first_holds_the_lock(path: Path) -> 
     StateStore.open(path).close()
 
 
+def test_a_symlink_planted_as_the_lock_file_is_refused_and_its_target_untouched(
+    path: Path, tmp_path: Path
+) -> None:
+    """`STATE.lock -> victim`: the open fails with a clear error and the victim keeps its
+    content (the lock is opened with O_NOFOLLOW, never truncating what it did not create)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path.with_name(path.name + ".lock").symlink_to(victim)
+    with pytest.raises(StateError, match="is a symbolic link"):
+        StateStore.open(path)
+    assert "precious\n" == victim.read_text()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("plant", "problem"),
+    [
+        (lambda lock, victim: os.link(victim, lock), "has other hard links"),
+        (lambda lock, victim: lock.write_text("precious\n"), "something other than a pid"),
+        (lambda lock, victim: lock.mkdir(), "cannot create lock file|not a regular file"),
+    ],
+    ids=["hard-link", "foreign-content", "directory"],
+)
+def test_a_lock_file_that_is_not_ours_is_never_overwritten(
+    path: Path, tmp_path: Path, plant: Any, problem: str
+) -> None:
+    """A hard link to another file, a file with other content, or a directory in the lock
+    file's place: refused, and nothing is truncated or written."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    lock = path.with_name(path.name + ".lock")
+    plant(lock, victim)
+    with pytest.raises(StateError, match=problem):
+        StateStore.open(path)
+    assert "precious\n" == victim.read_text()
+    if lock.is_file():
+        assert "precious\n" == lock.read_text()
+
+
+def test_a_lock_file_left_by_an_earlier_run_is_reused(path: Path) -> None:
+    """The pid a finished run left in the lock file is replaced by ours."""
+    path.with_name(path.name + ".lock").write_text("999999\n")
+    StateStore.open(path).close()
+    assert f"{os.getpid()}\n" == path.with_name(path.name + ".lock").read_text()
+
+
 def test_a_lock_held_by_a_killed_process_is_free_again(
     path: Path, child: list[subprocess.Popen[str]]
 ) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 import random
 from collections.abc import AsyncIterator
+from typing import cast
 
 import aiohttp
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from async_poller.auth import REFRESH_PATH, RefreshTokenProvider
 from async_poller.budget import RateBudget
@@ -232,3 +235,49 @@ async def answering(status: int, headers: dict[str, str]) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def test_a_100_kb_header_is_a_bad_response_not_a_connection_failure() -> None:
+    """A server answering with a 100 KB header gets counted as a bad answer (and so given up
+    on in time), not retried to the deadline as a broken connection."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TransportError) as caught:
+            await send_one(f"http://127.0.0.1:{port}", STATUS_PATH)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "bad_response" == caught.value.kind
+    assert "aaaa" not in caught.value.message
+
+
+class OutOfFiles:
+    """A session whose every request fails like a process out of file descriptors."""
+
+    def request(self, *args: object, **kwargs: object) -> object:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+async def test_running_out_of_file_descriptors_says_how_to_fix_it() -> None:
+    """EMFILE: the error names `ulimit -n` and --concurrency, and a warning says so once."""
+    clock = SystemClock(scale=60.0)
+    budget = RateBudget(Rate(100, 60.0), clock)
+    session = cast(aiohttp.ClientSession, OutOfFiles())
+    transport = quiet_transport(session, "http://127.0.0.1:9", budget, clock, timeout=5.0)
+    messages = []
+    with capture_logs() as logs:
+        for _ in range(3):
+            with pytest.raises(TransportError) as caught:
+                await transport.request("GET", STATUS_PATH, priority=0.0, headers={})
+            messages.append(caught.value.message)
+    await budget.aclose()
+    assert all("ulimit -n" in message and "--concurrency" in message for message in messages)
+    assert 1 == sum(entry["event"] == "too_many_open_files" for entry in logs)
