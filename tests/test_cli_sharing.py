@@ -41,19 +41,21 @@ async def test_concurrent_runs_share_the_budget(
 
 @pytest.mark.simulator(**LONG_JOBS)
 async def test_a_restart_after_kill_9_honours_the_window(simulator: Simulator) -> None:
-    """A run killed with SIGKILL after 30 requests and restarted at once: the restart waits
-    for what its predecessor spent, so no minute holds more than 45 requests."""
+    """A run allowed a whole window's burst, killed with SIGKILL once it has spent it, and
+    restarted at once: the restart waits for what its predecessor spent, so no minute holds
+    more than 45 requests (unshared, the restart bursts another 45)."""
     ids = simulator.create_jobs(30)
     env = clean_env(
         LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
     )
-    args = ["poll", "--time-scale", str(simulator.config.time_scale), *ids_arg(ids)]
+    scale = str(simulator.config.time_scale)
+    args = ["poll", "--time-scale", scale, "--burst", "45", *ids_arg(ids)]
     victim = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "async_poller", *args, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    for _ in range(600):  # until the simulator has seen 30 requests, 30 s at most
-        if len(simulator.requests) >= 30:
+    for _ in range(600):  # until the simulator has seen 45 requests, 30 s at most
+        if len(simulator.requests) >= 45:
             break
         await asyncio.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
