@@ -31,7 +31,7 @@ import structlog
 from .adaptive import AdaptiveRate
 from .clock import Clock
 from .config import Credentials, Rate
-from .pacer import LocalPacer, PaceState, decide
+from .pacer import EARLY, LocalPacer, PaceState, decide
 
 __all__ = ["SqlitePacer", "default_store_path", "tenant_key"]
 
@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS sharer (
     tenant TEXT NOT NULL, id TEXT NOT NULL, seen_at REAL NOT NULL, PRIMARY KEY (tenant, id)
 );
 """
+LEASE_S: Final = 0.05
+"""At rates above 1/LEASE_S, the slots due within this many seconds are reserved in one
+transaction (at most `MAX_LEASE`); below it, one slot per transaction."""
+MAX_LEASE: Final = 256
 FAIRNESS_JITTER: Final = 0.05
 """A process told to wait asks again up to this share of an interval later, at random, so
 that sharers take turns rather than the same one always winning the next slot."""
@@ -100,6 +104,12 @@ class SqlitePacer:
             -math.inf, -math.inf, AdaptiveRate(rate.per_second, recovery=rate.period)
         )
         self._in_flight: deque[int] = deque()  # log rows of this process's requests
+        self._lease: deque[tuple[float, int]] = deque()  # slots reserved, not yet used
+        self._tidied_at = -math.inf
+        # Pacing alone lets at most this many requests into one window (each counts until
+        # its latest end plus a window): below the limit, the log need not be counted.
+        paced_most = rate.per_second * (rate.period + max_request_s) + burst
+        self._window_may_fill = paced_most >= rate.limit
         self._ended: list[tuple[int, float | None]] = []  # row, end (None: never sent)
         self._sharers = 1
         self._alone: LocalPacer | None = None
@@ -127,6 +137,10 @@ class SqlitePacer:
     async def try_pass(self) -> float | None:
         if self._alone is not None:
             return await self._alone.try_pass()
+        if self._lease and self._lease[0][0] + LEASE_S < self._timeline():
+            self._give_back_lease()  # stale: its slots would count in the past
+        if self._lease:
+            return self._use_lease()
         try:
             wait = self._try_pass()
         except sqlite3.Error as error:
@@ -136,6 +150,21 @@ class SqlitePacer:
             return wait
         interval = 1 / self._state.pace.at(self._timeline())
         return wait + self._rng.uniform(0, FAIRNESS_JITTER * interval)
+
+    def _use_lease(self) -> float | None:
+        """Take the next slot reserved earlier, on time: no transaction, and no jitter, which
+        would bring it closer to the slot after it."""
+        now = self._timeline()
+        reserved_at, row = self._lease[0]
+        if now < reserved_at - EARLY:
+            return reserved_at - now
+        self._lease.popleft()
+        self._in_flight.append(row)
+        return None
+
+    def _give_back_lease(self) -> None:
+        self._ended.extend((row, None) for _, row in self._lease)
+        self._lease.clear()
 
     def ended(self, *, used: bool = True) -> None:
         if self._alone is not None:
@@ -161,6 +190,7 @@ class SqlitePacer:
         """Record the ends of this process's last requests, and close the file."""
         if self._db is None:
             return
+        self._give_back_lease()
         try:
             with self._transaction():
                 self._flush_ended()
@@ -176,48 +206,81 @@ class SqlitePacer:
         with self._transaction() as db:
             self._flush_ended()
             self._load()
-            db.execute(
-                "DELETE FROM flight WHERE tenant = ? AND ends_by + ? <= ?",
-                (self._tenant, period, now),
-            )
-            in_window, first_end = db.execute(
-                "SELECT count(*), min(ends_by) FROM flight WHERE tenant = ?", (self._tenant,)
-            ).fetchone()
-            db.execute(
-                "INSERT INTO sharer VALUES (?, ?, ?) "
-                "ON CONFLICT (tenant, id) DO UPDATE SET seen_at = excluded.seen_at",
-                (self._tenant, self._id, now),
-            )
-            db.execute(
-                "DELETE FROM sharer WHERE tenant = ? AND seen_at + ? <= ?",
-                (self._tenant, period, now),
-            )
-            (self._sharers,) = db.execute(
-                "SELECT count(*) FROM sharer WHERE tenant = ?", (self._tenant,)
-            ).fetchone()
+            if now >= self._tidied_at + period / 4:
+                self._tidy(now)
+            in_window, first_end = 0, None
+            if self._window_may_fill:
+                in_window, first_end = db.execute(
+                    "SELECT count(*), min(ends_by) FROM flight WHERE tenant = ? AND ends_by > ?",
+                    (self._tenant, now - period),
+                ).fetchone()
             oldest = math.inf if first_end is None else first_end + period
             at = decide(
                 self._state, now, burst=self._burst, limit=self._rate.limit,
                 in_window=in_window, oldest=oldest,
             )  # fmt: skip
             if at is None:
-                row = db.execute(
-                    "INSERT INTO flight (tenant, ends_by) VALUES (?, ?)",
-                    (self._tenant, now + self._max_request_s),
-                ).lastrowid
-                assert row is not None
-                self._in_flight.append(row)
-                self._state.passed(now)
+                rows = self._reserve(self._slots(now, in_window))
+                self._in_flight.append(rows[0][1])
+                self._lease.extend(rows[1:])
                 self._save()
         return None if at is None else at - now
 
+    def _slots(self, now: float, in_window: int) -> list[float]:
+        """The times of the slots to reserve in one go: one, or at high rates as many as
+        leave within `LEASE_S` (one transaction per request would cost more than the
+        request itself)."""
+        rate = self._state.pace.at(now)
+        room = min(MAX_LEASE, int(self._rate.limit - in_window), int(rate * LEASE_S))
+        slots = [now]
+        self._state.passed(now)
+        while len(slots) < room:
+            at = max(now, self._state.next_at - (self._burst - 1) / rate)
+            if at > now + LEASE_S:
+                break
+            slots.append(at)
+            self._state.passed(at)
+        return slots
+
+    def _reserve(self, slots: list[float]) -> list[tuple[float, int]]:
+        """Record `slots` in the log (one statement: this transaction holds the write lock,
+        so the next row ids are ours to choose)."""
+        assert self._db is not None
+        (last,) = self._db.execute("SELECT coalesce(max(id), 0) FROM flight").fetchone()
+        rows = [(at, last + n) for n, at in enumerate(slots, start=1)]
+        self._db.executemany(
+            "INSERT INTO flight (id, tenant, ends_by) VALUES (?, ?, ?)",
+            [(row, self._tenant, at + self._max_request_s) for at, row in rows],
+        )
+        return rows
+
+    def _tidy(self, now: float) -> None:
+        """Forget requests out of every window and sharers gone quiet; count the sharers.
+        (A few times a window: the counting query needs no tidy log.)"""
+        assert self._db is not None
+        period, tenant = self._rate.period, self._tenant
+        self._db.execute(
+            "DELETE FROM flight WHERE tenant = ? AND ends_by + ? <= ?", (tenant, period, now)
+        )
+        self._db.execute(
+            "INSERT INTO sharer VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant, id) DO UPDATE SET seen_at = excluded.seen_at",
+            (tenant, self._id, now),
+        )
+        self._db.execute(
+            "DELETE FROM sharer WHERE tenant = ? AND seen_at + ? <= ?", (tenant, period, now)
+        )
+        (self._sharers,) = self._db.execute(
+            "SELECT count(*) FROM sharer WHERE tenant = ?", (tenant,)
+        ).fetchone()
+        self._tidied_at = now
+
     def _flush_ended(self) -> None:
         assert self._db is not None
-        for row, end in self._ended:
-            if end is None:
-                self._db.execute("DELETE FROM flight WHERE id = ?", (row,))
-            else:
-                self._db.execute("UPDATE flight SET ends_by = ? WHERE id = ?", (end, row))
+        unused = [(row,) for row, end in self._ended if end is None]
+        ends = [(end, row) for row, end in self._ended if end is not None]
+        self._db.executemany("DELETE FROM flight WHERE id = ?", unused)
+        self._db.executemany("UPDATE flight SET ends_by = ? WHERE id = ?", ends)
         self._ended.clear()
 
     def _load(self) -> None:

@@ -7,7 +7,8 @@ API address and refresh token come from `LUCIDITY_BASE_URL` and `LUCIDITY_REFRES
 - `plain`: a plain aiohttp loop: one token refresh, then REQUESTS - 1 status requests over
   the ids in turn, CONCURRENCY at a time, each body parsed for its status.
 - `poll-jobs`: `poll_jobs` with the budget lifted (a huge `--rate`, delays of at most 1 ms)
-  for SECONDS, its events encoded to /dev/null as the CLI would write them.
+  for SECONDS, its events encoded to /dev/null as the CLI would write them; with
+  `--budget-store PATH`, the budget shared through that SQLite file as the CLI does.
 - `read-ids`: `async_poller.ids.read_ids` on one file.
 """
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     plain.add_argument("--requests", type=int, required=True)
     poll = kinds.add_parser("poll-jobs")
     poll.add_argument("--seconds", type=float, required=True)
+    poll.add_argument("--budget-store", help="share the budget through this SQLite file")
     for sub in (plain, poll):
         sub.add_argument("--ids", type=Path, required=True)
         sub.add_argument("--concurrency", type=int, default=8)
@@ -60,7 +62,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.kind == "plain":
                 work = _plain(base_url, token, ids, args.requests, args.concurrency)
             else:
-                work = _poll_jobs(base_url, token, ids, args.seconds, args.concurrency, out=devnull)
+                work = _poll_jobs(
+                    base_url,
+                    token,
+                    ids,
+                    args.seconds,
+                    args.concurrency,
+                    out=devnull,
+                    budget_store=args.budget_store,
+                )
             figures = _measure(work, args.loop)
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")
     return 0
@@ -105,7 +115,14 @@ async def _plain(base_url: str, refresh_token: str, ids: list[int], total: int, 
 
 
 async def _poll_jobs(
-    base_url: str, refresh_token: str, ids: list[int], seconds: float, limit: int, *, out: BinaryIO
+    base_url: str,
+    refresh_token: str,
+    ids: list[int],
+    seconds: float,
+    limit: int,
+    *,
+    out: BinaryIO,
+    budget_store: str | None,
 ) -> int:
     from async_poller.config import Config, Credentials, parse_rate
     from async_poller.events import JsonLinesSink, Summary
@@ -123,6 +140,7 @@ async def _poll_jobs(
         max_delay=0.001,
         deadline=seconds,
         seed=1,
+        budget_store=budget_store,
     )
     requests = 0
     sink = JsonLinesSink(out)

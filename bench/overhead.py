@@ -76,14 +76,19 @@ def run(settings: Settings, log: Any = print) -> Json:
 
 def _compare(sim: SimulatorProcess, ids: Path, loop: str, seconds: float, repeats: int) -> Json:
     common = ("--ids", str(ids), "--concurrency", str(CONCURRENCY), "--loop", loop)
-    runs: dict[str, list[Json]] = {"poll_jobs": [], "plain": []}
+    store = ids.parent / "budget.db"
+    runs: dict[str, list[Json]] = {"poll_jobs": [], "poll_jobs_shared": [], "plain": []}
     requests = 0
     for repeat in range(repeats):
-        order = ["poll_jobs", "plain"] if repeat % 2 == 0 else ["plain", "poll_jobs"]
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
         for contender in order:
             if contender == "poll_jobs":
                 figures = _child(sim, "poll-jobs", "--seconds", str(seconds), *common)
                 requests = figures["requests"]
+            elif contender == "poll_jobs_shared":
+                store.unlink(missing_ok=True)
+                sharing = ("--budget-store", str(store))
+                figures = _child(sim, "poll-jobs", "--seconds", str(seconds), *sharing, *common)
             else:
                 # As many requests as async-poller's latest run (the first pair starts with it).
                 figures = _child(sim, "plain", "--requests", str(requests), *common)
@@ -92,6 +97,10 @@ def _compare(sim: SimulatorProcess, ids: Path, loop: str, seconds: float, repeat
     throughput = [mine["requests_per_s"] / plain["requests_per_s"] for mine, plain in pairs]
     cpu = [plain["cpu_us_per_request"] / mine["cpu_us_per_request"] for mine, plain in pairs]
     ratio = statistics.median(throughput)
+    shared = [
+        mine["requests_per_s"] / plain["requests_per_s"]
+        for mine, plain in zip(runs["poll_jobs_shared"], runs["plain"], strict=True)
+    ]
     foreign = statistics.median(
         run["foreign_cpu_share"] for run in runs["poll_jobs"] + runs["plain"]
     )
@@ -101,6 +110,8 @@ def _compare(sim: SimulatorProcess, ids: Path, loop: str, seconds: float, repeat
         "throughput_ratio_range": [round(min(throughput), 3), round(max(throughput), 3)],
         "cpu_ratio": round(statistics.median(cpu), 3),
         "target_met": ratio >= TARGET_RATIO,
+        "shared_throughput_ratio": round(statistics.median(shared), 3),
+        "shared_target_met": statistics.median(shared) >= TARGET_RATIO,
         "runs": runs,
     }
 
@@ -170,6 +181,16 @@ def _cli(sim: SimulatorProcess, ids: Path, seconds: float) -> Json:
     }
 
 
+def _shared_ratio(figures: Json, key: str) -> str:
+    return str(figures["shared_throughput_ratio"]) if key == "poll_jobs_shared" else ""
+
+
+def _shared_verdict(figures: Json, key: str) -> str:
+    if key != "poll_jobs_shared":
+        return ""
+    return "met" if figures["shared_target_met"] else "missed"
+
+
 def verdict(figures: Json) -> str:
     verdict = "met" if figures["target_met"] else "missed"
     return f"{verdict} (noisy: background load)" if figures.get("noisy") else verdict
@@ -183,6 +204,7 @@ def render(section: Json) -> str:
         for label, key in (
             ("plain aiohttp loop", "plain"),
             ("async-poller poll_jobs", "poll_jobs"),
+            ("poll_jobs, budget shared (SQLite)", "poll_jobs_shared"),
         ):
             found = figures[key]
             rates = [run["requests_per_s"] for run in figures["runs"][key]]
@@ -200,8 +222,8 @@ def render(section: Json) -> str:
                         f"to {figures['throughput_ratio_range'][1]}); CPU {figures['cpu_ratio']}"
                     )
                     if found is mine
-                    else "",
-                    verdict(figures) if found is mine else "",
+                    else _shared_ratio(figures, key),
+                    verdict(figures) if found is mine else _shared_verdict(figures, key),
                 ]
             )
         if cli := figures.get("cli"):

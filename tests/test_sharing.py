@@ -157,3 +157,25 @@ def test_the_default_store_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("XDG_STATE_HOME")
     expected = Path(os.path.expanduser("~/.local/state/async-poller/budget.db"))
     assert expected == default_store_path()
+
+
+async def test_at_high_rates_slots_are_reserved_in_batches_and_pacing_holds(
+    tmp_path: Path,
+) -> None:
+    """At 60/s one transaction reserves the slots due within 50 ms (three); requests still
+    leave one interval apart across both sharers, and no second holds more than 60."""
+    clock = VirtualClock()
+    path = tmp_path / "budget.db"
+    fast = Rate(60, 1.0)
+    first, second = sharer(path, clock, rate=fast), sharer(path, clock, rate=fast)
+    log: list[tuple[float, str]] = []
+    await asyncio.gather(
+        spend(first, clock, 100, "first", log, latency=0.01),
+        spend(second, clock, 100, "second", log, latency=0.01),
+    )
+    starts = sorted(at for at, _ in log)
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 1 / 60 - 1e-6
+    assert max(sum(1 for t in starts if t0 <= t < t0 + 1.0) for t0 in starts) <= 60
+    assert "lease" not in repr(first)
+    for budget in (first, second):
+        await budget.aclose()
