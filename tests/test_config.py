@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from hypothesis import given
@@ -167,15 +168,19 @@ def test_a_redis_budget_store_is_a_url_with_a_host_and_a_database_number(store: 
         "redis://:hunter2-pw@host/zero",
         "redis://:hunter2-pw@host:99999/0",
         "redis://:hunter2-pw@host/0?socket_timeout=5",
+        "redis://:hunter2%21pw@host:port/0",
     ],
 )
 def test_a_malformed_redis_budget_store_is_refused_without_its_password(store: str) -> None:
     """A Redis URL without a host, with a bad port or database, or with options: a usage
-    error that shows the URL's form, its password masked everywhere from then on."""
+    error that shows the URL's form, its password masked everywhere from then on, as
+    written and as the server knows it (percent-decoded)."""
     with pytest.raises(ConfigError, match="HINT: write redis://") as refused:
         Config(credentials=TOKEN, budget_store=store)
     assert "hunter2" not in str(refused.value)
-    assert "hunter2" not in redact(f"connecting to {store} failed")
+    written = urlsplit(store).password
+    for form in (written, unquote(written)) if written else ():
+        assert "***" == redact(form)
 
 
 def test_a_redis_budget_store_needs_the_redis_extra(monkeypatch: pytest.MonkeyPatch) -> None:
