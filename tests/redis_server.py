@@ -41,10 +41,10 @@ class RedisServer:
         """The server's URL, password included, as `--budget-store` takes it."""
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
-    def client(self) -> redis.Redis:
+    def client(self, db: int = 0) -> redis.Redis:
         """A plain (blocking) client, for the tests' own checks and cleanup."""
         return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5.0
+            host="127.0.0.1", port=self.port, db=db, password=self.password, socket_timeout=5.0
         )
 
 
