@@ -10,8 +10,7 @@ import pytest
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .helpers import CliRun, clean_env, run_cli
-from .nginx import in_ci
-from .redis_server import RedisServer, find_redis, running_redis
+from .redis_server import RedisServer, redis_binary, running_redis
 
 TIME_SCALE = 60.0
 """Simulated seconds per real second in end-to-end tests: a 1-hour deadline is 1 minute."""
@@ -48,13 +47,7 @@ async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real Redis server for the session (tests/redis_server.py); the tests skip
     without a redis-server binary, but fail in CI, where there must be one."""
-    binary = find_redis()
-    if binary is None:
-        message = "no redis-server binary: apt-get install redis-server (.ci/run installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    with running_redis(binary, tmp_path_factory.mktemp("redis")) as server:
+    with running_redis(redis_binary(), tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 

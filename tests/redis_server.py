@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import pytest
 import redis
 
-from .nginx import free_port
+from .nginx import free_port, in_ci
 
-__all__ = ["RedisServer", "find_redis", "running_redis"]
+__all__ = ["RedisServer", "find_redis", "redis_binary", "running_redis"]
 
 _START_ATTEMPTS: Final = 5
 _READY_WITHIN_S: Final = 10.0
@@ -54,6 +55,18 @@ def find_redis() -> str | None:
     if found is None and os.access("/usr/bin/redis-server", os.X_OK):
         found = "/usr/bin/redis-server"
     return found
+
+
+def redis_binary() -> str:
+    """The redis-server binary; skip the test without one, but fail it in CI, where there
+    must be one."""
+    binary = find_redis()
+    if binary is None:
+        message = "no redis-server binary: apt-get install redis-server (.ci/run installs it)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
 
 
 @contextlib.contextmanager

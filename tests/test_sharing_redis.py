@@ -24,7 +24,7 @@ from async_poller.sharing_redis import RedisPacer
 from async_poller.testing import VirtualClock
 
 from .nginx import free_port
-from .redis_server import RedisServer, find_redis, running_redis
+from .redis_server import RedisServer, redis_binary, running_redis
 
 RATE = Rate(6, 60.0)  # one request every 10 s
 TENANT = "tenant"
@@ -318,9 +318,7 @@ async def test_a_server_that_does_not_answer_is_left_within_the_timeout() -> Non
 async def test_a_store_lost_mid_run_keeps_its_pause_and_goes_on_alone(tmp_path: Path) -> None:
     """The server goes away while a pause it holds is in force: one failure report, and
     the process, now alone, still waits for the pause to end."""
-    binary = find_redis()
-    if binary is None:
-        pytest.skip("no redis-server binary")
+    binary = redis_binary()
     clock = VirtualClock()
     failures: list[str] = []
     log: list[tuple[float, str]] = []
