@@ -167,10 +167,13 @@ def _add_pacing(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--budget-store",
         default="auto",
-        metavar="PATH",
+        metavar="STORE",
         help="where every async-poller process of the same tenant (base URL and credential) "
-        "shares the budget: a SQLite file; auto = $XDG_STATE_HOME/async-poller/budget.db "
-        "(~/.local/state/...); none = this process's own budget (default: auto)",
+        "shares the budget: a SQLite file's PATH on this machine, or a Redis server's URL, "
+        "redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS), for pollers on several "
+        "machines (pip install 'async-poller[redis]'; their clocks NTP-synced); auto = "
+        "$XDG_STATE_HOME/async-poller/budget.db (~/.local/state/...); none = this process's "
+        "own budget (default: auto)",
     )
     group.add_argument(
         "--thrifty",

@@ -5,16 +5,17 @@ Importing this module is cheap (no aiohttp), so `--help` and `--version` stay fa
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
-from .redact import Secret
+from .redact import Secret, remember
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -22,8 +23,10 @@ __all__ = [
     "Credentials",
     "Rate",
     "format_duration",
+    "is_redis_url",
     "parse_duration",
     "parse_rate",
+    "shown_store",
 ]
 
 DEFAULT_BASE_URL: Final = "https://app.lucidity.cloud"
@@ -134,9 +137,10 @@ class Config:
     """Requests that may go at once after an idle spell; then one per 1/rate."""
     thrifty: bool = False
     """Poll by backoff alone, even when the budget could afford more frequent polls."""
-    budget_store: str | None = None
-    """Where every process of the tenant shares the budget: a SQLite file's path; None:
-    this process's own budget. The CLI's default is `sharing.default_store_path()`."""
+    budget_store: str | None = field(default=None, repr=False)  # a URL may hold a password
+    """Where every process of the tenant shares the budget: a SQLite file's path, or a
+    `redis://` / `rediss://` URL to share it across machines; None: this process's own
+    budget. The CLI's default is `sharing.default_store_path()`."""
     min_delay: float = 10.0
     max_delay: float = 120.0
     deadline: float = 3600.0
@@ -184,6 +188,8 @@ class Config:
         for name in ("max_unknown", "max_not_found"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.budget_store is not None and is_redis_url(self.budget_store):
+            check_redis_url(self.budget_store)
 
 
 def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
@@ -210,6 +216,43 @@ def check_base_url(url: str, allow_insecure_http: bool) -> str:
             "HINT: use https://, or pass --allow-insecure-http if you really mean it"
         )
     return url.strip().rstrip("/")
+
+
+def is_redis_url(store: str) -> bool:
+    """True for a budget store that is a Redis server (`redis://` or `rediss://`)."""
+    return store.startswith(("redis://", "rediss://"))
+
+
+def check_redis_url(url: str) -> None:
+    """Validate a Redis budget store, `redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, and
+    register its password with `redact`; the client library must be installed."""
+    parts = urlsplit(url)
+    if parts.password:
+        remember(parts.password)  # as written, and as the server knows it
+        remember(unquote(parts.password))
+    shown = shown_store(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    database = parts.path.removeprefix("/")
+    plain = not (parts.query or parts.fragment)
+    if not (parts.hostname and port_ok and plain and re.fullmatch(r"[0-9]*", database)):
+        raise ConfigError(
+            f"invalid budget store {shown!r}\n"
+            "HINT: write redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS), "
+            "e.g. redis://redis.internal:6379/0"
+        )
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            f"the budget store {shown!r} needs the Redis client library\n"
+            "HINT: pip install 'async-poller[redis]'"
+        )
+
+
+def shown_store(store: str) -> str:
+    """A budget store as it may be shown: a URL's user and password as `***`."""
+    return _without_userinfo(store) if is_redis_url(store) else store
 
 
 def _without_userinfo(url: str) -> str:

@@ -20,7 +20,7 @@ import structlog
 from .budget import RateBudget, RetryBudget
 from .client import StatusChecker
 from .clock import Clock, shared_timeline
-from .config import Config
+from .config import Config, is_redis_url, shown_store
 from .errors import AuthError, FatalResponseError, PollerError
 from .events import RunWarning, Summary
 from .ids import JobIds
@@ -120,25 +120,36 @@ class Run:
         self._outstanding = self.unfinished()
 
     def _shared_pacer(self) -> Pacer | None:
-        """The tenant's shared pacer, if the budget is shared (`config.budget_store`)."""
+        """The tenant's shared pacer, if the budget is shared (`config.budget_store`): in
+        Redis for a `redis://` or `rediss://` URL, else in a SQLite file."""
         config = self.config
         if config.budget_store is None:
             return None
         from .sharing import SqlitePacer, tenant_key
 
+        tenant = tenant_key(config.base_url, config.credentials)
+        timeline = shared_timeline(self.clock)
+        if is_redis_url(config.budget_store):
+            from .sharing_redis import RedisPacer
+
+            return RedisPacer(
+                config.budget_store, tenant, config.rate, self.clock, timeline=timeline,
+                burst=config.burst, max_request_s=config.request_timeout,
+                on_failure=self._budget_store_failed,
+            )  # fmt: skip
         return SqlitePacer(
             Path(config.budget_store),
-            tenant_key(config.base_url, config.credentials),
+            tenant,
             config.rate,
             self.clock,
-            timeline=shared_timeline(self.clock),
+            timeline=timeline,
             burst=config.burst,
             max_request_s=config.request_timeout,
             on_failure=self._budget_store_failed,
         )
 
     def _budget_store_failed(self, reason: str) -> None:
-        store = str(self.config.budget_store)
+        store = shown_store(str(self.config.budget_store))
         self.ledger.emit(
             RunWarning(
                 ts=self.ledger.timestamp(),

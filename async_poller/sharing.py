@@ -33,7 +33,7 @@ from .clock import Clock
 from .config import Credentials, Rate
 from .pacer import EARLY, LocalPacer, PaceState, decide
 
-__all__ = ["SqlitePacer", "default_store_path", "tenant_key"]
+__all__ = ["SqlitePacer", "default_store_path", "go_alone", "tenant_key"]
 
 _log = structlog.get_logger("async_poller")
 
@@ -72,6 +72,20 @@ def tenant_key(base_url: str, credentials: Credentials) -> str:
     credential = given.reveal() if given is not None else str(credentials.token_command)
     digest = hashlib.sha256(f"{base_url}\0{credential}".encode()).hexdigest()
     return digest[:32]
+
+
+def go_alone(
+    store: str, error: BaseException, rate: Rate, sharers: int, clock: Clock
+) -> tuple[LocalPacer, str]:
+    """What a shared pacer does when its store cannot be used: a pacer of its own at a share
+    of `rate` that leaves room for the sharers seen (half, or less), and the reason to tell."""
+    share = 1 / max(2, sharers)
+    alone = Rate(rate.limit * share, rate.period)
+    reason = (
+        f"the shared budget store {store} cannot be used ({error}); "
+        f"going on alone at {alone}, {share:.0%} of {rate}"
+    )
+    return LocalPacer(alone, clock, burst=1), reason
 
 
 class SqlitePacer:
@@ -321,16 +335,12 @@ class SqlitePacer:
 
     def _fail(self, error: BaseException) -> None:
         """Go on alone, at a share of the rate that leaves room for the sharers seen."""
-        share = 1 / max(2, self._sharers)
-        rate = Rate(self._rate.limit * share, self._rate.period)
-        self._alone = LocalPacer(rate, self._clock, burst=1)
+        self._alone, reason = go_alone(
+            str(self._path), error, self._rate, self._sharers, self._clock
+        )
         if self._db is not None:
             self._db.close()
             self._db = None
-        reason = (
-            f"the shared budget store {self._path} cannot be used ({error}); "
-            f"going on alone at {rate}, {share:.0%} of {self._rate}"
-        )
         _log.warning("budget_store_unavailable", path=str(self._path), reason=str(error))
         self._on_failure(reason)
 

@@ -8,9 +8,10 @@ when told to, for code that must not wait at all (a server under test, say).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from types import TracebackType
 
@@ -21,7 +22,8 @@ class VirtualClock:
     """A `Clock` that auto-advances to the next timer once the event loop has nothing to run.
 
     Only for code whose tasks wait on this clock or on each other, not on real I/O: a task
-    blocked on a socket looks idle, and time would jump past it. Use one clock per test:
+    blocked on a socket looks idle, and time would jump past it, unless the wait for the
+    I/O is inside `with clock.hold():`. Use one clock per test:
     two clocks with live timers in one loop each see the other's driver as work to do.
     """
 
@@ -31,6 +33,7 @@ class VirtualClock:
         self._timers: list[tuple[float, int, _Timer]] = []
         self._sequence = itertools.count()
         self._driver: asyncio.Task[None] | None = None
+        self._holds = 0
 
     def now(self) -> float:
         return self._now
@@ -62,6 +65,16 @@ class VirtualClock:
             self._driver = asyncio.get_running_loop().create_task(self._drive())
         return timer
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep time still for the block: around an await on real I/O (a server's answer),
+        which would otherwise look like idleness and let time jump past it."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
         while self._timers:
@@ -74,7 +87,7 @@ class VirtualClock:
             await asyncio.sleep(0)
             # `_ready` holds the callbacks runnable now; only when it is empty is every task
             # blocked, and only then may time jump. CPython has kept this attribute since 3.4.
-            if getattr(loop, "_ready", ()):
+            if self._holds > 0 or len(getattr(loop, "_ready", ())) > 0:
                 continue
             when, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .helpers import CliRun, clean_env, run_cli
+from .redis_server import RedisServer, redis_binary, running_redis
 
 TIME_SCALE = 60.0
 """Simulated seconds per real second in end-to-end tests: a 1-hour deadline is 1 minute."""
@@ -40,6 +41,22 @@ async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
     settings = {"time_scale": TIME_SCALE, "seed": 1, **QUICK_JOBS, **overrides}
     async with Simulator(SimulatorConfig(**settings)) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real Redis server for the session (tests/redis_server.py); the tests skip
+    without a redis-server binary, but fail in CI, where there must be one."""
+    with running_redis(redis_binary(), tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_store(redis_server: RedisServer) -> RedisServer:
+    """The session's Redis server, emptied for this test."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server
 
 
 class Poll(Protocol):

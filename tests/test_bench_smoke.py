@@ -8,6 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from .redis_server import redis_binary
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +42,21 @@ def test_quick_benchmarks_write_results(tmp_path: Path) -> None:
     ]
     assert servers[0]["refused"] == 0  # the client's 45/min never trips the API's own 50/min
     assert "## Targets" in (tmp_path / "latest.md").read_text(encoding="utf-8")
+
+
+def test_the_store_cost_benchmark_measures_every_store(tmp_path: Path) -> None:
+    """`python -m bench.store_cost` prints a cost per request for no store, SQLite and Redis."""
+    redis_binary()  # or skip (fail in CI)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.store_cost", "--cycles", "20", "--rounds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert 0 == done.returncode, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert ["none", "SQLite", "Redis,"] == [row.split()[1] for row in rows]
+    assert all(float(row.split("|")[2]) > 0 for row in rows), done.stdout

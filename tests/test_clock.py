@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -67,3 +68,23 @@ async def test_virtual_timeout_does_not_fire_when_body_finishes() -> None:
         await clock.sleep(5.0)
     await clock.sleep(20.0)
     assert clock.now() == 25.0
+
+
+async def test_virtual_time_stands_still_while_held() -> None:
+    """While a task awaits real I/O inside `hold()`, a sleeper's timer does not fire: time
+    moves on only once the I/O is done."""
+    clock = VirtualClock()
+    woke: list[float] = []
+    answered: list[float] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(60.0)
+        woke.append(clock.now())
+
+    async def awaits_a_server() -> None:
+        with clock.hold():
+            await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.05)
+        answered.append(clock.now())
+
+    await asyncio.gather(sleeper(), awaits_a_server())
+    assert ([0.0], [60.0]) == (answered, woke)

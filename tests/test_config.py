@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from urllib.parse import unquote, urlsplit
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +16,10 @@ from async_poller.config import (
     format_duration,
     parse_duration,
     parse_rate,
+    shown_store,
 )
 from async_poller.errors import ConfigError
-from async_poller.redact import Secret
+from async_poller.redact import Secret, redact
 
 TOKEN = Credentials(access_token=Secret("test-token"))
 
@@ -137,3 +141,60 @@ def test_a_refused_base_url_never_repeats_its_password(url: str) -> None:
         Config(credentials=TOKEN, base_url=url)
     assert "hunter2" not in str(refused.value)
     assert "***@" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "redis://redis.internal",
+        "redis://127.0.0.1:6379/0",
+        "rediss://:hunter2-pw@redis.internal:6380/15",
+        "redis://poller:hunter2-pw@[::1]:6379/2",
+    ],
+)
+def test_a_redis_budget_store_is_a_url_with_a_host_and_a_database_number(store: str) -> None:
+    """redis:// and rediss:// URLs with a host, an optional port, password and database
+    number are accepted as they are; a Config that holds one never shows its password."""
+    config = Config(credentials=TOKEN, budget_store=store)
+    assert store == config.budget_store
+    assert "hunter2" not in repr(config) + shown_store(store)
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "redis://",
+        "redis://:hunter2-pw@/0",
+        "redis://:hunter2-pw@host/zero",
+        "redis://:hunter2-pw@host:99999/0",
+        "redis://:hunter2-pw@host/0?socket_timeout=5",
+        "redis://:hunter2%21pw@host:port/0",
+    ],
+)
+def test_a_malformed_redis_budget_store_is_refused_without_its_password(store: str) -> None:
+    """A Redis URL without a host, with a bad port or database, or with options: a usage
+    error that shows the URL's form, its password masked everywhere from then on, as
+    written and as the server knows it (percent-decoded)."""
+    with pytest.raises(ConfigError, match="HINT: write redis://") as refused:
+        Config(credentials=TOKEN, budget_store=store)
+    assert "hunter2" not in str(refused.value)
+    written = urlsplit(store).password
+    for form in (written, unquote(written)) if written else ():
+        assert "***" == redact(form)
+
+
+def test_a_redis_budget_store_needs_the_redis_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the redis package installed, a Redis store is a usage error that says how
+    to install it."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "redis" else find_spec(name)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'async-poller\[redis\]'"):
+        Config(credentials=TOKEN, budget_store="redis://redis.internal/0")
+
+
+def test_a_sqlite_budget_store_is_shown_as_its_path() -> None:
+    """Only URLs are masked: a file's path is shown as it is."""
+    assert "/var/lib/ap/budget.db" == shown_store("/var/lib/ap/budget.db")
+    assert "redis://***@host:6379/0" == shown_store("redis://u:pw@host:6379/0")
