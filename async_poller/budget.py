@@ -80,14 +80,18 @@ class RateBudget:
         return self.rate
 
     async def _acquire(self, priority: float) -> None:
-        if (
-            not self._waiters
-            and self._dispatcher is None
-            and self._in_flight < self._max_in_flight
-            and await self._pacer.try_pass() is None
-        ):
-            self._in_flight += 1  # the common case when the budget is not short: no queue
-            return
+        if not self._waiters and self._dispatcher is None and self._in_flight < self._max_in_flight:
+            # The common case when the budget is not short: no queue. The slot is held while
+            # the pacer is asked, as a shared pacer's answer may take a round trip.
+            self._in_flight += 1
+            try:
+                passed = await self._pacer.try_pass() is None
+            except BaseException:
+                self._unhold()
+                raise
+            if passed:
+                return
+            self._unhold()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
         if self._dispatcher is None:
@@ -100,8 +104,12 @@ class RateBudget:
             raise
 
     def _release(self, *, used: bool = True) -> None:
-        self._in_flight -= 1
         self._pacer.ended(used=used)
+        self._unhold()
+
+    def _unhold(self) -> None:
+        """A slot in the concurrency limit is free again: wake a dispatcher waiting for it."""
+        self._in_flight -= 1
         if self._until_an_end and self._nudge is not None and not self._nudge.done():
             self._nudge.set_result(None)
 

@@ -181,10 +181,15 @@ class SqlitePacer:
         self._lease.clear()
 
     def ended(self, *, used: bool = True) -> None:
-        if self._alone is not None:
+        # Rows are alike: the oldest one ends, whichever request it was. Requests that passed
+        # through the file end there, even after a failure; only the others are the
+        # fallback pacer's.
+        if self._in_flight:
+            row = self._in_flight.popleft()
+            if self._alone is None:
+                self._ended.append((row, self._timeline() if used else None))
+        elif self._alone is not None:
             self._alone.ended(used=used)
-        elif self._in_flight:  # rows are alike: the oldest one ends, whichever request it was
-            self._ended.append((self._in_flight.popleft(), self._timeline() if used else None))
 
     def throttle(self, pause: float, *, sent_ago: float) -> None:
         if self._alone is not None:
@@ -220,8 +225,7 @@ class SqlitePacer:
         with self._transaction() as db:
             self._flush_ended()
             self._load()
-            if now >= self._tidied_at + period / 4:
-                self._tidy(now)
+            self._tidy(now)
             in_window, first_end = 0, None
             if self._window_may_fill:
                 in_window, first_end = db.execute(
@@ -269,13 +273,17 @@ class SqlitePacer:
         return rows
 
     def _tidy(self, now: float) -> None:
-        """Forget requests out of every window and sharers gone quiet; count the sharers.
-        (A few times a window: the counting query needs no tidy log.)"""
+        """Say this process is here, forget sharers gone quiet and count the rest; a few
+        times a window, also forget requests out of every window (the counting query
+        needs no tidy log)."""
         assert self._db is not None
         period, tenant = self._rate.period, self._tenant
-        self._db.execute(
-            "DELETE FROM flight WHERE tenant = ? AND ends_by + ? <= ?", (tenant, period, now)
-        )
+        if now >= self._tidied_at + period / 4:
+            self._db.execute(
+                "DELETE FROM flight WHERE tenant = ? AND ends_by + ? <= ?",
+                (tenant, period, now),
+            )
+            self._tidied_at = now
         self._db.execute(
             "INSERT INTO sharer VALUES (?, ?, ?) "
             "ON CONFLICT (tenant, id) DO UPDATE SET seen_at = excluded.seen_at",
@@ -287,7 +295,6 @@ class SqlitePacer:
         (self._sharers,) = self._db.execute(
             "SELECT count(*) FROM sharer WHERE tenant = ?", (tenant,)
         ).fetchone()
-        self._tidied_at = now
 
     def _flush_ended(self) -> None:
         assert self._db is not None
