@@ -33,7 +33,7 @@ from .clock import Clock
 from .config import Credentials, Rate
 from .pacer import EARLY, LocalPacer, PaceState, decide
 
-__all__ = ["SqlitePacer", "default_store_path", "go_alone", "tenant_key"]
+__all__ = ["SharedPacer", "SqlitePacer", "default_store_path", "go_alone", "tenant_key"]
 
 _log = structlog.get_logger("async_poller")
 
@@ -88,7 +88,33 @@ def go_alone(
     return LocalPacer(alone, clock, burst=1), reason
 
 
-class SqlitePacer:
+class SharedPacer:
+    """What the shared pacers have in common: the tenant's pace state as last read from the
+    store, on a timeline every sharer agrees on, and a pacer of their own once the store
+    has failed."""
+
+    _state: PaceState
+    _timeline: Callable[[], float]
+    _alone: LocalPacer | None
+    _sharers: int
+
+    @property
+    def sharers(self) -> int:
+        """Processes seen spending this budget in the last window, this one included."""
+        return self._sharers
+
+    def per_second(self) -> float:
+        if self._alone is not None:
+            return self._alone.per_second()
+        return self._state.pace.at(self._timeline())
+
+    def paused_for(self) -> float:
+        if self._alone is not None:
+            return self._alone.paused_for()
+        return max(0.0, self._state.paused_until - self._timeline())
+
+
+class SqlitePacer(SharedPacer):
     """A pacer whose state lives in a SQLite file shared by every process of a tenant."""
 
     def __init__(
@@ -132,21 +158,6 @@ class SqlitePacer:
             self._db = _open(path)
         except (sqlite3.Error, OSError) as error:
             self._fail(error)
-
-    @property
-    def sharers(self) -> int:
-        """Processes seen spending this budget in the last window, this one included."""
-        return self._sharers
-
-    def per_second(self) -> float:
-        if self._alone is not None:
-            return self._alone.per_second()
-        return self._state.pace.at(self._timeline())
-
-    def paused_for(self) -> float:
-        if self._alone is not None:
-            return self._alone.paused_for()
-        return max(0.0, self._state.paused_until - self._timeline())
 
     async def try_pass(self) -> float | None:
         if self._alone is not None:

@@ -38,7 +38,7 @@ from .clock import Clock
 from .config import Rate, shown_store
 from .pacer import EARLY, LocalPacer, PaceState
 from .redact import redact
-from .sharing import FAIRNESS_JITTER, go_alone
+from .sharing import FAIRNESS_JITTER, SharedPacer, go_alone
 from .sharing_lua import THROTTLE, TRY_PASS
 
 __all__ = ["KEPT_WINDOWS", "TIMEOUT_S", "RedisPacer"]
@@ -51,7 +51,7 @@ KEPT_WINDOWS: Final = 3
 """A tenant's keys outlive its last use by this many windows plus the longest request."""
 
 
-class RedisPacer:
+class RedisPacer(SharedPacer):
     """A pacer whose state lives in Redis, shared by every process of a tenant, anywhere."""
 
     def __init__(
@@ -112,21 +112,6 @@ class RedisPacer:
         self._sharers = 1
         self._alone: LocalPacer | None = None
         self._closed = False
-
-    @property
-    def sharers(self) -> int:
-        """Processes seen spending this budget in the last window, this one included."""
-        return self._sharers
-
-    def per_second(self) -> float:
-        if self._alone is not None:
-            return self._alone.per_second()
-        return self._state.pace.at(self._timeline())
-
-    def paused_for(self) -> float:
-        if self._alone is not None:
-            return self._alone.paused_for()
-        return max(0.0, self._state.paused_until - self._timeline())
 
     async def try_pass(self) -> float | None:
         async with self._lock:

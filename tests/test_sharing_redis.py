@@ -25,6 +25,7 @@ from async_poller.testing import VirtualClock
 
 from .nginx import free_port
 from .redis_server import RedisServer, redis_binary, running_redis
+from .test_sharing import spend
 
 RATE = Rate(6, 60.0)  # one request every 10 s
 TENANT = "tenant"
@@ -84,25 +85,6 @@ def sharer(
     )  # fmt: skip
     held = Held(pacer, clock)
     return RateBudget(rate, clock, max_in_flight=8, pacer=held), held
-
-
-async def spend(
-    budget: RateBudget,
-    clock: VirtualClock,
-    count: int,
-    name: str,
-    log: list[tuple[float, str]],
-    *,
-    latency: float = 0.5,
-) -> None:
-    """Send `count` requests through `budget`, as fast as it lets them go."""
-
-    async def one() -> None:
-        async with budget.slot():
-            log.append((clock.now(), name))
-            await clock.sleep(latency)
-
-    await asyncio.gather(*(one() for _ in range(count)))
 
 
 async def test_sharers_are_paced_together(redis_store: RedisServer) -> None:
