@@ -7,15 +7,12 @@ old one expires, and again once after a 401. However many jobs ask at once, one 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import math
 import os
 import shlex
 from abc import ABC, abstractmethod
 from typing import Final
 
-import orjson
 import structlog
 
 from .budget import FIRST
@@ -25,6 +22,7 @@ from .errors import AuthError, FatalResponseError
 from .policy import DelayPolicy
 from .redact import remember
 from .responses import describe_error
+from .tokens import access_token_in, claim_number, jwt_claims, sendable
 from .transport import Transport, TransportError
 
 __all__ = [
@@ -138,7 +136,7 @@ class TokenProvider(ABC):
     async def _fetch_and_keep(self) -> str:
         token = await self._fetch()
         remember(token)
-        if not _sendable(token):
+        if not sendable(token):
             raise AuthError(
                 f"{self.origin} gave an access token with spaces, control or non-ASCII "
                 "characters, which cannot be sent in a header\n"
@@ -163,8 +161,8 @@ class TokenProvider(ABC):
         clock, means the clocks disagree: the token's stated lifetime is used instead of
         our clock's reading of `exp`, and a warning says so (once).
         """
-        claims = _jwt_claims(token)
-        exp, iat = _number(claims.get("exp")), _number(claims.get("iat"))
+        claims = jwt_claims(token)
+        exp, iat = claim_number(claims.get("exp")), claim_number(claims.get("iat"))
         if exp is None:
             return ACCESS_TOKEN_TTL
         now = self._clock.wall()
@@ -252,7 +250,7 @@ class RefreshTokenProvider(TokenProvider):
                 await self._clock.sleep(delay)
                 continue
             if response.status == 200:
-                token = _access_token(response.body)
+                token = access_token_in(response.body)
                 if token is not None:
                     return token
                 _log.warning("token_refresh_failed", reason="no accessToken in the answer")
@@ -334,37 +332,3 @@ def make_token_provider(
         return StaticTokenProvider(credentials.access_token.reveal(), clock)
     assert credentials.token_command is not None
     return CommandTokenProvider(credentials.token_command, clock)
-
-
-def _access_token(body: bytes) -> str | None:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(document, dict) and isinstance(document.get("data"), dict):
-        document = document["data"]
-    token = document.get("accessToken") if isinstance(document, dict) else None
-    return token.strip() if isinstance(token, str) and token.strip() else None
-
-
-def _sendable(token: str) -> bool:
-    """True for a token that can travel in a header as is: visible ASCII, no spaces."""
-    return bool(token) and all("!" <= char <= "~" for char in token)
-
-
-def _jwt_claims(token: str) -> dict[str, object]:
-    """The payload of a JWT (empty for anything else)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None

@@ -13,22 +13,21 @@ import random
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
 from .budget import RateBudget, RetryBudget
 from .client import StatusChecker
-from .clock import Clock, shared_timeline
-from .config import Config, is_redis_url, shown_store
+from .clock import Clock
+from .config import Config, shown_store
 from .errors import AuthError, FatalResponseError, PollerError
 from .events import RunWarning, Summary
 from .ids import JobIds
 from .job import Ending, GiveUpLimits, JobTracker, Wait
 from .ledger import Ledger
 from .outcome import ExitCode, FinalStatus, exit_code_for
-from .pacer import Pacer
 from .policy import DelayPolicy, Pacing
+from .sharing import open_shared_pacer
 from .state import StateStore
 from .sweep import FinalSweep
 from .transport import ThrottleListener
@@ -109,7 +108,7 @@ class Run:
             clock,
             burst=config.burst,
             max_in_flight=config.concurrency,
-            pacer=self._shared_pacer(),
+            pacer=open_shared_pacer(config, clock, self._budget_store_failed),
         )
         self._retry_budget = RetryBudget()
         self._sweep = FinalSweep(clock)
@@ -118,35 +117,6 @@ class Run:
         self._abort: PollerError | None = None
         self.ledger.resume(self.jobs)
         self._outstanding = self.unfinished()
-
-    def _shared_pacer(self) -> Pacer | None:
-        """The tenant's shared pacer, if the budget is shared (`config.budget_store`): in
-        Redis for a `redis://` or `rediss://` URL, else in a SQLite file."""
-        config = self.config
-        if config.budget_store is None:
-            return None
-        from .sharing import SqlitePacer, tenant_key
-
-        tenant = tenant_key(config.base_url, config.credentials)
-        timeline = shared_timeline(self.clock)
-        if is_redis_url(config.budget_store):
-            from .sharing_redis import RedisPacer
-
-            return RedisPacer(
-                config.budget_store, tenant, config.rate, self.clock, timeline=timeline,
-                burst=config.burst, max_request_s=config.request_timeout,
-                on_failure=self._budget_store_failed,
-            )  # fmt: skip
-        return SqlitePacer(
-            Path(config.budget_store),
-            tenant,
-            config.rate,
-            self.clock,
-            timeline=timeline,
-            burst=config.burst,
-            max_request_s=config.request_timeout,
-            on_failure=self._budget_store_failed,
-        )
 
     def _budget_store_failed(self, reason: str) -> None:
         store = shown_store(str(self.config.budget_store))

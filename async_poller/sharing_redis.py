@@ -1,6 +1,6 @@
 """One budget per tenant across machines: the pacing state in Redis.
 
-The same contract as `sharing.SqlitePacer` (read that first): every process of a tenant keeps
+The same contract as `sharing_sqlite.SqlitePacer` (read that first): every process of a tenant keeps
 one `PaceState` and one sliding-window log, and a request leaves only through one atomic step
 that checks and records it. Here the store is a Redis server that pollers on many machines
 reach (`--budget-store redis://HOST/DB`), and that step is a Lua script the server runs
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import math
-import os
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,10 +32,9 @@ from typing import Final
 
 import structlog
 
-from .adaptive import AdaptiveRate
 from .clock import Clock
 from .config import Rate, shown_store
-from .pacer import EARLY, LocalPacer, PaceState
+from .pacer import EARLY
 from .redact import redact
 from .sharing import FAIRNESS_JITTER, SharedPacer, go_alone
 from .sharing_lua import THROTTLE, TRY_PASS
@@ -73,15 +71,11 @@ class RedisPacer(SharedPacer):
         from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
 
+        super().__init__(
+            rate, clock, timeline=timeline, burst=burst, max_request_s=max_request_s,
+            on_failure=on_failure, rng=rng,
+        )  # fmt: skip
         self._store = shown_store(url)
-        self._rate = rate
-        self._clock = clock
-        self._timeline = timeline
-        self._burst = burst
-        self._max_request_s = max_request_s
-        self._on_failure = on_failure
-        self._rng = rng or random.Random()
-        self._id = f"{os.getpid()}-{self._rng.getrandbits(32):08x}"
         # One connection keeps this process's calls in order; one quick retry gets past a
         # connection the server dropped while idle, and no more.
         self._client = Redis.from_url(
@@ -98,19 +92,16 @@ class RedisPacer(SharedPacer):
         # A hash tag keeps a tenant's keys in one slot, as a script on a cluster needs.
         prefix = f"async-poller:budget:v1:{{{tenant}}}"
         self._keys = [f"{prefix}:pace", f"{prefix}:flights", f"{prefix}:sharers"]
-        pace = AdaptiveRate(rate.per_second, recovery=rate.period)
+        pace = self._state.pace
         # The script computes this very curve: its parameters go with every call.
         self._curve = (pace.ceiling, pace.floor, rate.period, pace._beta)
         self._kept_ms = math.ceil((KEPT_WINDOWS * rate.period + max_request_s) * 1000)
-        self._state = PaceState(-math.inf, -math.inf, pace)
         self._requests = itertools.count()
         self._in_flight: deque[str] = deque()  # log members of this process's requests
         self._ended: list[tuple[str, float | None]] = []  # member, end (None: never sent)
         self._throttles: list[tuple[float, float, float]] = []  # now, pause, sent_at: untold
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sharers = 1
-        self._alone: LocalPacer | None = None
         self._closed = False
 
     async def try_pass(self) -> float | None:

@@ -13,15 +13,15 @@ import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
 from .errors import StateError, StateLocked
 from .outcome import ACTIVE, TERMINAL, FinalStatus
 from .statefile import MOVE_ASIDE, check_access, lock, translated
+from .staterows import DamagedRow, HistoryEntry, StoredJob, history_entry, stored_job
 
 __all__ = ["SCHEMA_VERSION", "HistoryEntry", "StateError", "StateLocked", "StateStore", "StoredJob"]
 
@@ -39,43 +39,6 @@ _COLUMNS: Final = (
 _LIFECYCLE: Final = ACTIVE | TERMINAL
 _TERMINAL_SQL: Final = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 _NOT_FINAL: Final = f"coalesce(jobs.result, '') NOT IN ({_TERMINAL_SQL})"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    """What the state file knows about one job.
-
-    `status` is the last lifecycle status the API answered (never UNKNOWN); `first_seen` and
-    `last_seen` are when the job was first and last recorded (a poll answered or a result);
-    `polls` counts across runs. `result` is the latest `result.status` (None if no run gave
-    one) with its `result_at`, `reason`, `details` and `event_id`; `emitted` says its event
-    was written.
-    """
-
-    job_id: int
-    status: str | None
-    first_seen: float
-    last_seen: float
-    polls: int
-    result: str | None
-    result_at: float | None
-    reason: str | None
-    details: Any
-    event_id: str | None
-    emitted: bool
-
-    @property
-    def final(self) -> bool:
-        """COMPLETED, FAILED or CANCELLED: never polled again, and its result never changes."""
-        return self.result in TERMINAL
-
-
-class HistoryEntry(NamedTuple):
-    """One recorded transition of a job's lifecycle status."""
-
-    from_status: str | None
-    to_status: str
-    at: float
 
 
 def _to_v1(db: sqlite3.Connection) -> None:
@@ -322,53 +285,16 @@ class StateStore:
                 " ORDER BY rowid",
                 (job_id,),
             )
-            entries = [HistoryEntry(*row) for row in rows]
-        for entry in entries:
-            if not (
-                _is(entry.from_status, str, optional=True)
-                and isinstance(entry.to_status, str)
-                and _is(entry.at, float)
-            ):
-                raise self._damaged(f"job {job_id} has a damaged history entry")
-        return entries
+            try:
+                return [history_entry(job_id, row) for row in rows]
+            except DamagedRow as damage:
+                raise self._damaged(str(damage)) from None
 
     def _stored_job(self, row: tuple[Any, ...]) -> StoredJob:
-        """A row as a `StoredJob`; a value of the wrong type (the file was edited or damaged
-        by hand) is a `StateError`, never a crash later on."""
-        job_id, status, first, last, polls, result, result_at, reason, details, eid, sent = row
-        if not (
-            isinstance(job_id, int)
-            and _is(status, str, optional=True)
-            and _is(first, float)
-            and _is(last, float)
-            and isinstance(polls, int)
-            and (result is None or result in _RESULTS)
-            and _is(result_at, float, optional=True)
-            and _is(reason, str, optional=True)
-            and _is(details, str, optional=True)
-            and _is(eid, str, optional=True)
-            and isinstance(sent, int)
-        ):
-            raise self._damaged(f"the row of job {job_id!r} holds a value of the wrong type")
         try:
-            decoded = None if details is None else orjson.loads(details)
-        except orjson.JSONDecodeError:
-            raise self._damaged(f"the details of job {job_id} are not JSON") from None
-        return StoredJob(
-            job_id, status, first, last, polls, result, result_at, reason, decoded, eid, bool(sent)
-        )
+            return stored_job(row)
+        except DamagedRow as damage:
+            raise self._damaged(str(damage)) from None
 
     def _damaged(self, what: str) -> StateError:
         return StateError(f"state file {self.path} is damaged: {what}\nHINT: {MOVE_ASIDE}")
-
-
-_RESULTS: Final = frozenset(FinalStatus)
-
-
-def _is(value: object, kind: type, *, optional: bool = False) -> bool:
-    """`value` is of `kind` (an int counts as a float), or None when `optional`."""
-    if value is None:
-        return optional
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, kind)

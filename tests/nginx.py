@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+import pytest
+
 __all__ = [
     "Logged",
     "Nginx",
@@ -34,6 +36,7 @@ __all__ = [
     "find_nginx",
     "free_port",
     "in_ci",
+    "required",
     "running_nginx",
 ]
 
@@ -122,6 +125,17 @@ def find_nginx() -> str | None:
 def in_ci() -> bool:
     """True on a CI machine (CI=true), where a missing nginx is a failure, not a skip."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def required(binary: str | None, package: str) -> str:
+    """`binary`, found; without it, skip the test, but fail it in CI, where `.ci/run` must
+    have installed `package`."""
+    if binary is None:
+        message = f"no {package} binary: apt-get install {package} (.ci/run installs it)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
 
 
 @contextlib.asynccontextmanager

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import pytest
 import redis
 
-from .nginx import free_port, in_ci
+from .nginx import free_port, required
 
 __all__ = ["RedisServer", "find_redis", "redis_binary", "running_redis"]
 
@@ -60,13 +59,7 @@ def find_redis() -> str | None:
 def redis_binary() -> str:
     """The redis-server binary; skip the test without one, but fail it in CI, where there
     must be one."""
-    binary = find_redis()
-    if binary is None:
-        message = "no redis-server binary: apt-get install redis-server (.ci/run installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    return required(find_redis(), "redis-server")
 
 
 @contextlib.contextmanager

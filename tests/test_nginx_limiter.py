@@ -25,7 +25,7 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .helpers import CliRun, clean_env, ids_arg, run_cli
-from .nginx import Nginx, NginxLimit, find_nginx, free_port, in_ci, running_nginx
+from .nginx import Nginx, NginxLimit, find_nginx, free_port, required, running_nginx
 
 REAL_TIME_JOBS: Final[dict[str, Any]] = {
     "time_scale": 1.0,
@@ -61,13 +61,7 @@ async def nginx(
 
 def nginx_binary() -> str:
     """The nginx binary; skip the test without one, but fail it in CI, where there must be."""
-    binary = find_nginx()
-    if binary is None:
-        message = "no nginx binary: apt-get install nginx-light (.ci/run installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    return required(find_nginx(), "nginx-light")
 
 
 async def poll_through(nginx: Nginx, simulator: Simulator, rate: str) -> CliRun:
