@@ -29,12 +29,12 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/async-poller demo
 
-# The README's CLI reference is generated from every command's --help.
+# docs/cli.md, the CLI reference, is generated from every command's --help.
 docs: $(STAMP)
-	$(BIN)/python -m async_poller.docs
+	$(BIN)/python -m tools.clidocs
 
 docs-check: $(STAMP)
-	$(BIN)/python -m async_poller.docs --check
+	$(BIN)/python -m tools.clidocs --check
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -31,7 +31,7 @@ from .outcome import ExitCode, FinalStatus
 from .redact import Secret
 
 if TYPE_CHECKING:
-    from .scheduler import poll_jobs
+    from ._engine.poll import poll_jobs
 
 __all__ = [
     "AuthError",
@@ -70,7 +70,7 @@ __version__ = version("async-poller")
 
 def __getattr__(name: str) -> Any:
     if name == "poll_jobs":
-        from .scheduler import poll_jobs
+        from ._engine.poll import poll_jobs
 
         return poll_jobs
     raise AttributeError(f"module 'async_poller' has no attribute {name!r}")

@@ -17,8 +17,8 @@ from typing import BinaryIO, Final, Literal
 
 import orjson
 
+from ._idgrammar import MAX_ID, OUT_OF_RANGE, parse_digits, preview
 from .errors import InputError
-from .idgrammar import MAX_ID, OUT_OF_RANGE, parse_digits, preview
 
 __all__ = [
     "MAX_ID",

@@ -124,11 +124,11 @@ async def _poll_jobs(
     out: BinaryIO,
     budget_store: str | None,
 ) -> int:
+    from async_poller._engine.poll import poll_jobs
     from async_poller.config import Config, Credentials, parse_rate
     from async_poller.events import JsonLinesSink, Summary
     from async_poller.logs import configure_logging
     from async_poller.redact import Secret
-    from async_poller.scheduler import poll_jobs
 
     configure_logging(log_format="json", level="warning")
     config = Config(

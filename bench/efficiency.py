@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 from itertools import groupby
 from typing import Any, Final
 
+from async_poller._engine.poll import poll_jobs
 from async_poller.clock import SystemClock
 from async_poller.config import Config, Credentials, Rate
 from async_poller.events import Result, Summary
 from async_poller.logs import configure_logging
 from async_poller.redact import Secret
-from async_poller.scheduler import poll_jobs
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .common import LoopMonitor, Settings, markdown_table, summarise

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from async_poller._pacing.pacer import LocalPacer, Pacer
+from async_poller._pacing.tenant_redis import RedisPacer
+from async_poller._pacing.tenant_sqlite import SqlitePacer
 from async_poller.clock import SystemClock, shared_timeline
 from async_poller.config import Rate
-from async_poller.pacer import LocalPacer, Pacer
-from async_poller.sharing_redis import RedisPacer
-from async_poller.sharing_sqlite import SqlitePacer
 from tests.redis_server import find_redis, running_redis
 
 __all__ = ["main", "measure"]

@@ -14,8 +14,8 @@ from types import TracebackType
 
 from aiohttp import web
 
-from async_poller.auth import REFRESH_PATH
-from async_poller.client import STATUS_PATH
+from async_poller._lucidity.auth import REFRESH_PATH
+from async_poller._lucidity.client import STATUS_PATH
 
 from .helpers import clean_env
 

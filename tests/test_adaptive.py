@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from async_poller.adaptive import AdaptiveRate
-from async_poller.budget import RateBudget
+from async_poller._pacing.adaptive import AdaptiveRate
+from async_poller._pacing.budget import RateBudget
 from async_poller.config import Rate
 from async_poller.testing import VirtualClock
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from async_poller.auth import (
+from async_poller._lucidity.auth import (
     ACCESS_TOKEN_TTL,
     CommandTokenProvider,
     StaticTokenProvider,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from async_poller.budget import FIRST, RateBudget, RetryBudget
+from async_poller._pacing.budget import FIRST, RateBudget, RetryBudget
 from async_poller.config import Rate
 from async_poller.testing import VirtualClock
 

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from async_poller._state.store import StateStore
 from async_poller.simulator import Simulator, SimulatorConfig
-from async_poller.state import StateStore
 
 from .conftest import TIME_SCALE, Poll
 from .helpers import clean_env, ids_arg, run_cli

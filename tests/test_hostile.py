@@ -22,11 +22,11 @@ import orjson
 import pytest
 from aiohttp import web
 
+from async_poller._engine.poll import Interrupt, poll_jobs
 from async_poller.clock import SystemClock
 from async_poller.config import Config, Credentials
 from async_poller.events import Summary
 from async_poller.redact import Secret
-from async_poller.scheduler import Interrupt, poll_jobs
 
 from .helpers import clean_env, ids_arg, run_cli
 from .hostile import REFRESH_TOKEN, HostileServer, job_json

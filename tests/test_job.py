@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from async_poller.job import GiveUpLimits, JobTracker, Wait
+from async_poller._engine.job import GiveUpLimits, JobTracker, Wait
+from async_poller._lucidity.responses import JobState, RetryLater
 from async_poller.outcome import FinalStatus
-from async_poller.responses import JobState, RetryLater
 
 MAINTENANCE = RetryLater("bad_response", 200, "body is not JSON: <html>maintenance")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from async_poller._engine.metrics import LAST_SUCCESS, write_metrics
 from async_poller.events import Summary
-from async_poller.metrics import LAST_SUCCESS, write_metrics
 
 T0 = 1_800_000_000.0
 

@@ -8,7 +8,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from async_poller.policy import DelayPolicy
+from async_poller._pacing.delays import DelayPolicy
 
 bounds = st.tuples(st.floats(0.0, 600.0), st.floats(0.001, 3600.0)).map(sorted)
 

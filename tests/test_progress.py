@@ -16,20 +16,20 @@ import structlog
 from rich.console import Console
 from structlog.testing import capture_logs
 
-from async_poller.budget import RateBudget
+from async_poller._engine.poll import Snapshot, stream_events
+from async_poller._lucidity.responses import Answer, JobState
+from async_poller._lucidity.transport import ThrottleListener
+from async_poller._pacing.budget import RateBudget
+from async_poller.cli.live import LiveProgress, render
+from async_poller.cli.progress import Heartbeat, RunView, open_status, shows_progress
 from async_poller.clock import Clock
 from async_poller.config import Config, Credentials, parse_rate
 from async_poller.events import Result, Start, Summary
 from async_poller.ids import JobIds
 from async_poller.logs import configure_logging
 from async_poller.outcome import FinalStatus
-from async_poller.progress import Heartbeat, RunView, open_status, shows_progress
-from async_poller.progress_live import LiveProgress, render
 from async_poller.redact import Secret
-from async_poller.responses import Answer, JobState
-from async_poller.scheduler import Snapshot, stream_events
 from async_poller.testing import VirtualClock
-from async_poller.transport import ThrottleListener
 
 BUDGET = parse_rate("45/min")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

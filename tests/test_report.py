@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from async_poller._state.store import StateError, StateStore
+from async_poller.cli.report import add_report_arguments, run_report
 from async_poller.events import event_id
-from async_poller.report import add_report_arguments, run_report
-from async_poller.state import StateError, StateStore
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
@@ -178,7 +178,7 @@ def test_every_flag_has_help() -> None:
 
 def test_report_does_not_import_aiohttp() -> None:
     """The report command stays light: no HTTP stack is loaded."""
-    code = "import sys, async_poller.report; sys.exit('aiohttp' in sys.modules)"
+    code = "import sys, async_poller.cli.report; sys.exit('aiohttp' in sys.modules)"
     assert 0 == subprocess.run([sys.executable, "-c", code], check=False).returncode
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from async_poller.responses import (
+from async_poller._lucidity.responses import (
     Answer,
     Forbidden,
     JobState,

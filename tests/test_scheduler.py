@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from async_poller.budget import RateBudget
+from async_poller._engine.poll import Snapshot, stream_events
+from async_poller._lucidity.responses import Answer, JobState, NotFound, RetryLater
+from async_poller._lucidity.transport import ThrottleListener
+from async_poller._pacing.budget import RateBudget
 from async_poller.clock import Clock
 from async_poller.config import Config, Credentials, Rate
 from async_poller.errors import AuthError
 from async_poller.events import Event, PollError, Result, RunWarning, Start, Summary, Transition
 from async_poller.ids import JobIds
 from async_poller.redact import Secret
-from async_poller.responses import Answer, JobState, NotFound, RetryLater
-from async_poller.scheduler import Snapshot, stream_events
 from async_poller.testing import VirtualClock
-from async_poller.transport import ThrottleListener
 
 Timeline = list[tuple[float, str]]
 """(from this many seconds after start, the job's status) pairs, in order."""

@@ -41,20 +41,25 @@ from hypothesis.stateful import (
 )
 from structlog.testing import capture_logs
 
-from async_poller.auth import REFRESH_PATH, RefreshTokenProvider
-from async_poller.budget import RateBudget
-from async_poller.client import STATUS_PATH, StatusClient
+from async_poller._engine.job import GiveUpLimits
+from async_poller._engine.poll import stream_events
+from async_poller._lucidity.auth import REFRESH_PATH, RefreshTokenProvider
+from async_poller._lucidity.client import STATUS_PATH, StatusClient
+from async_poller._lucidity.transport import (
+    RawResponse,
+    ThrottleListener,
+    Transport,
+    TransportError,
+)
+from async_poller._pacing.budget import RateBudget
+from async_poller._pacing.delays import DelayPolicy
 from async_poller.clock import Clock
 from async_poller.config import Config, Credentials, Rate
 from async_poller.events import Event, PollError, Result, Summary, Transition
 from async_poller.ids import JobIds
-from async_poller.job import GiveUpLimits
 from async_poller.outcome import ACTIVE, TERMINAL
-from async_poller.policy import DelayPolicy
 from async_poller.redact import Secret
-from async_poller.scheduler import stream_events
 from async_poller.testing import VirtualClock
-from async_poller.transport import RawResponse, ThrottleListener, Transport, TransportError
 
 LATENCY = 0.5
 """Virtual seconds every answer takes."""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from async_poller.cli.secretfile import ACL_XATTR, read_secret_file
 from async_poller.errors import ConfigError
-from async_poller.secretfile import ACL_XATTR, read_secret_file
 
 USER, GROUP_OBJ, MASK, OTHER, USER_OBJ = 0x02, 0x04, 0x10, 0x20, 0x01
 NOBODY = 65534

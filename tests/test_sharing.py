@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from async_poller.budget import RateBudget
+from async_poller._pacing.budget import RateBudget
+from async_poller._pacing.tenant import default_store_path, tenant_key
+from async_poller._pacing.tenant_sqlite import SqlitePacer
 from async_poller.config import Credentials, Rate
 from async_poller.redact import Secret
-from async_poller.sharing import default_store_path, tenant_key
-from async_poller.sharing_sqlite import SqlitePacer
 from async_poller.testing import VirtualClock
 
 RATE = Rate(6, 60.0)  # one request every 10 s

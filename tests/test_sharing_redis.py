@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from async_poller.budget import RateBudget
+from async_poller._pacing.budget import RateBudget
+from async_poller._pacing.tenant_redis import RedisPacer
+from async_poller._pacing.tenant_sqlite import SqlitePacer
 from async_poller.config import Rate
-from async_poller.sharing_redis import RedisPacer
-from async_poller.sharing_sqlite import SqlitePacer
 from async_poller.testing import VirtualClock
 
 from .nginx import free_port

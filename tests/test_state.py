@@ -18,10 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from async_poller.events import event_id
-from async_poller.ids import MAX_ID
-from async_poller.outcome import ACTIVE, TERMINAL, FinalStatus
-from async_poller.state import (
+from async_poller._state.store import (
     SCHEMA_VERSION,
     HistoryEntry,
     StateError,
@@ -29,6 +26,9 @@ from async_poller.state import (
     StateStore,
     StoredJob,
 )
+from async_poller.events import event_id
+from async_poller.ids import MAX_ID
+from async_poller.outcome import ACTIVE, TERMINAL, FinalStatus
 
 T0 = 1_800_000_000.0
 
@@ -258,7 +258,7 @@ def test_jobs_are_listed_by_status_and_filtered(path: Path) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from async_poller.state import StateStore
+from async_poller._state.store import StateStore
 store = StateStore.open(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(60)
@@ -267,7 +267,7 @@ time.sleep(60)
 WRITE_FOREVER = """
 import itertools, sys
 from pathlib import Path
-from async_poller.state import StateStore
+from async_poller._state.store import StateStore
 store = StateStore.open(Path(sys.argv[1]))
 for n in itertools.count(1):
     store.record_poll(1, float(n), "QUEUED" if n % 2 else "PROCESSING")

@@ -15,14 +15,14 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from async_poller.auth import REFRESH_PATH, RefreshTokenProvider
-from async_poller.budget import RateBudget
-from async_poller.client import STATUS_PATH, StatusClient
+from async_poller._lucidity.auth import REFRESH_PATH, RefreshTokenProvider
+from async_poller._lucidity.client import STATUS_PATH, StatusClient
+from async_poller._lucidity.transport import Transport, TransportError, open_session
+from async_poller._pacing.budget import RateBudget
+from async_poller._pacing.delays import DelayPolicy
 from async_poller.clock import SystemClock
 from async_poller.config import Rate
-from async_poller.policy import DelayPolicy
 from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
-from async_poller.transport import Transport, TransportError, open_session
 
 
 def quiet_transport(

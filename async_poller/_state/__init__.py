@@ -1,0 +1,1 @@
+"""The state store (private): the SQLite file behind `--state`. Imports only the vocabulary."""
