@@ -33,6 +33,7 @@ from .helpers import clean_env, ids_arg, run_cli
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 JQ = shutil.which("jq")
 needs_jq = pytest.mark.skipif(JQ is None, reason="jq is not installed (e.g. apt-get install jq)")
 SCALED = ("--time-scale", str(TIME_SCALE), "--seed", "1")
@@ -660,13 +661,18 @@ def _jq_version() -> str:
     return version.stdout.strip()
 
 
-# --- README.md ----------------------------------------------------------------------------
+# --- README.md and docs/ -------------------------------------------------------------------
 
 
-def test_readme_jq_commands_are_the_tested_recipes() -> None:
-    """Every jq command in the README's jq section is one of the tested recipes."""
-    readme = README.read_text()
-    section = readme.split("\n## jq recipes\n", 1)[1].split("\n## ", 1)[0]
+def doc_pages() -> list[Path]:
+    """The README and the hand-written pages in docs/ (not the generated CLI reference)."""
+    return [README, *sorted(page for page in DOCS.glob("*.md") if page.name != "cli.md")]
+
+
+def test_docs_jq_commands_are_the_tested_recipes() -> None:
+    """Every jq command in the jq section of docs/cron-and-ci.md is one of the tested recipes."""
+    page = (DOCS / "cron-and-ci.md").read_text()
+    section = page.split("\n## jq recipes\n", 1)[1].split("\n## ", 1)[0]
     tested = "\n".join(recipes().values())
     commands = [
         line
@@ -700,22 +706,24 @@ def all_flags() -> frozenset[str]:
     return frozenset(found)
 
 
-OTHER_TOOLS_FLAGS = frozenset({"--argjson", "--check", "--collector", "--strict"})
-"""Flags of jq, ruff, mypy and node_exporter that the README quotes."""
+OTHER_TOOLS_FLAGS = frozenset({"--argjson", "--check", "--collector", "--failed", "--strict"})
+"""Flags of jq, ruff, mypy, node_exporter and systemctl that the README and docs/ quote."""
 
 
-def test_readme_names_only_flags_that_exist() -> None:
-    """Every `--flag` the README names (outside the generated reference) exists."""
-    readme = README.read_text().split("<!-- cli-reference:start -->")[0]
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", readme))
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda page: page.name)
+def test_docs_name_only_flags_that_exist(page: Path) -> None:
+    """Every `--flag` the README or a docs/ page names exists."""
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", page.read_text()))
     unknown = named - all_flags() - OTHER_TOOLS_FLAGS
-    assert not unknown, f"the README names flags no command has: {sorted(unknown)}"
+    assert not unknown, f"{page.name} names flags no command has: {sorted(unknown)}"
 
 
-def test_readme_event_examples_are_valid_events() -> None:
-    """Every JSON line in the README is a valid event, and every event type has an example."""
+def test_docs_event_examples_are_valid_events() -> None:
+    """Every JSON line in the README and docs/ is a valid event, and every event type has an
+    example."""
     validator = jsonschema.Draft202012Validator(event_schema())
-    blocks = re.findall(r"```json\n(.*?)```", README.read_text(), re.DOTALL)
+    text = "\n".join(page.read_text() for page in doc_pages())
+    blocks = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
     events = [orjson.loads(line) for block in blocks for line in block.splitlines()]
     for event in events:
         validator.validate(event)
