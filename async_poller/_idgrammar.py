@@ -1,4 +1,4 @@
-"""The job-id grammar of DESIGN.md ("Job ids"): what makes a string an id, and, when it is
+"""The job-id grammar (docs/configuration.md#job-ids): what makes a string an id, and, when it is
 not one, a short human reason and an escaped preview that never echoes raw bytes."""
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def parse_rate(text: str) -> Rate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:
-    """Exactly one way to obtain access tokens (API.md, Authentication)."""
+    """Exactly one way to obtain access tokens (docs/api-contract.md, Authentication)."""
 
     refresh_token: Secret | None = None
     access_token: Secret | None = None

@@ -1,4 +1,4 @@
-"""The events written to stdout, one JSON object per line (DESIGN.md, Events).
+"""The events written to stdout, one JSON object per line (docs/events.md).
 
 Each event is a small frozen dataclass; `encode` turns one into a line with one `orjson.dumps`
 call. `event_schema()` returns the JSON Schema shipped in the package.

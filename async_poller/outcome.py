@@ -36,7 +36,7 @@ class FinalStatus(StrEnum):
 
 
 class ExitCode(IntEnum):
-    """The process exit codes of DESIGN.md."""
+    """The process exit codes of docs/exit-codes.md."""
 
     OK = 0
     FAILED = 1

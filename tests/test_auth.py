@@ -44,7 +44,7 @@ def jwt(exp: float, **claims: float) -> str:
 
 
 def test_headers_carry_the_raw_token() -> None:
-    """Two headers, and the token without a Bearer prefix (API.md)."""
+    """Two headers, and the token without a Bearer prefix (docs/api-contract.md)."""
     assert auth_headers("abc") == {"X-Authtype": "lucidity_access_token", "Authorization": "abc"}
 
 

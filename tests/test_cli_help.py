@@ -76,7 +76,7 @@ def test_poll_examples_cover_a_file_jq_on_stdin_and_cron() -> None:
 
 
 def test_contract_flags_of_poll() -> None:
-    """poll keeps the flags DESIGN.md promises, including the output ones."""
+    """poll keeps the flags docs/design.md promises, including the output ones."""
     flags = {flag for action in options(COMMANDS["poll"]) for flag in action.option_strings}
     promised = {
         "--base-url", "--refresh-token-file", "--token-command", "--id", "--input-format",

@@ -40,7 +40,7 @@ TOKEN = Credentials(access_token=Secret("test-token"))
     ],
 )
 def test_parse_duration_accepts_the_documented_forms(text: str, seconds: float) -> None:
-    """Every duration form of DESIGN.md parses to seconds."""
+    """Every duration form of docs/configuration.md parses to seconds."""
     assert parse_duration(text) == seconds
 
 

@@ -448,7 +448,7 @@ def assert_transitions_chain(
 
 
 def assert_exit_code(outcome: Outcome, results: dict[int, dict[str, Any]]) -> None:
-    """The exit code follows from the results (DESIGN.md: 3, then 1, then 0)."""
+    """The exit code follows from the results (docs/exit-codes.md: 3, then 1, then 0)."""
     statuses = {result["status"] for result in results.values()}
     if statuses - set(TERMINAL):
         expected = 3

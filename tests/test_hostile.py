@@ -1,7 +1,7 @@
 """Hardening: a hostile API, a shared host, a full disk and a dropped terminal (issue 11).
 
 Each test plays one attack or mishap against the real command line and checks the promise
-the README's security and troubleshooting sections make about it.
+docs/authentication.md and docs/troubleshooting.md make about it.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ __all__ = [
 
 REFRESH_PATH: Final = "/external/api/v1/auth/user-token/refresh"
 ACCESS_TOKEN_TTL: Final = 900.0
-"""Lifetime assumed for a token that does not say its own (API.md: 15 minutes)."""
+"""Lifetime assumed for a token that does not say its own (docs/api-contract.md: 15 minutes)."""
 REFRESH_MARGIN: Final = 60.0
 """Fetch a new token this long before the current one expires."""
 MIN_REFRESH_INTERVAL: Final = 10.0
@@ -219,7 +219,7 @@ class StaticTokenProvider(TokenProvider):
 
 
 class RefreshTokenProvider(TokenProvider):
-    """Exchanges the refresh token for access tokens (API.md, Authentication)."""
+    """Exchanges the refresh token for access tokens (docs/api-contract.md, Authentication)."""
 
     origin = "the token-refresh endpoint"
 

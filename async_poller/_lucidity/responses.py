@@ -11,7 +11,7 @@
     Forbidden     403: the credentials lack permission (fatal for the run)
     Redirected    3xx: never followed (fatal for the run)
 
-The body is read tolerantly (API.md, Response bodies): envelopes A, B and C, several names
+Read tolerantly (docs/api-contract.md, Response bodies): envelopes A, B and C, several names
 for the status field, and error bodies that may be JSON, HTML or empty.
 """
 

@@ -1,4 +1,4 @@
-"""The Lucidity API simulator: status, install and token-refresh endpoints, faithful to API.md.
+"""The Lucidity API simulator: status, install and token-refresh endpoints (docs/api-contract.md).
 
     async with Simulator(SimulatorConfig(time_scale=60)) as sim:
         ids = sim.create_jobs(10)

@@ -1,4 +1,4 @@
-"""The faithful Lucidity endpoints (API.md), behind the rate limit and the request log.
+"""The Lucidity endpoints of docs/api-contract.md, behind the rate limit and the request log.
 
 Every API request goes through `LucidityApi._endpoint`: logged on arrival, rate limited,
 answered faithfully, and only then, if the fault plan says so, spoiled by `FaultInjector`.
@@ -118,7 +118,7 @@ class LucidityApi:
         return success_reply(envelope, data)
 
     async def _install(self, request: web.Request) -> Reply:
-        # API.md shows the install response in envelope A only, so it never varies.
+        # docs/api-contract.md shows the install response in envelope A only, so it never varies.
         if (denied := self._authorize(request, "A")) is not None:
             return denied
         try:

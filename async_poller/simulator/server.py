@@ -24,7 +24,7 @@ _SHUTDOWN_GRACE: Final = 1.0
 
 
 class Simulator:
-    """The Lucidity API simulator (API.md): an aiohttp app plus its ground truth.
+    """The Lucidity API simulator (docs/api-contract.md): an aiohttp app plus its ground truth.
 
     Use it as `async with Simulator(config) as sim:` and point a client at `sim.base_url`
     with `sim.refresh_token`. All times are simulated seconds on `clock` (by default a

@@ -27,7 +27,7 @@ class SimulatorConfig:
     time_scale: float = 1.0
     """Simulated seconds per real second (60: a minute per second), unless a clock is given."""
     rate_limit: int = 50
-    """Requests allowed per `rate_window` seconds (API.md: 50/min)."""
+    """Requests allowed per `rate_window` seconds (docs/api-contract.md: 50/min)."""
     rate_window: float = 60.0
     limiter: str = "window"
     """How the rate limit is enforced: `window`, at most `rate_limit` requests in any sliding
@@ -38,7 +38,7 @@ class SimulatorConfig:
     retry_after: bool = True
     """Whether a refusal says when to come back (Retry-After, whole seconds, at least 1)."""
     token_ttl: float = 900.0
-    """Access-token lifetime (API.md: 15 minutes)."""
+    """Access-token lifetime (docs/api-contract.md: 15 minutes)."""
     refresh_token: str | None = None
     """The one refresh token the API accepts; a random one when None."""
     queued_s: float = 20.0
@@ -52,7 +52,7 @@ class SimulatorConfig:
     unknown_rate: float = 0.02
     """Probability that a status answer for a job still under way says UNKNOWN."""
     envelope: Envelope = "A"
-    """Response envelope of the status endpoint (API.md, Response bodies)."""
+    """Response envelope of the status endpoint (docs/api-contract.md, Response bodies)."""
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     def __post_init__(self) -> None:
