@@ -207,6 +207,19 @@ def test_github_actions_job_runs_the_ci_script() -> None:
     assert f"path: {env['EVENTS']}" in text
 
 
+NODE24_MAJORS = {"actions/checkout": 5, "actions/upload-artifact": 6}
+"""The first major of each action that runs on Node.js 24 (Node.js 20 was retired in 2026)."""
+
+
+def test_github_actions_job_uses_actions_on_node24() -> None:
+    """Every action the GitHub Actions snippet uses is on a major that runs on Node.js 24."""
+    text = (EXAMPLES / "github-actions.yml").read_text()
+    used = re.findall(r"uses: ([\w-]+/[\w-]+)@v(\d+)", text)
+    assert {action for action, _ in used} == set(NODE24_MAJORS)
+    for action, major in used:
+        assert int(major) >= NODE24_MAJORS[action], f"{action}@v{major} runs on Node.js 20"
+
+
 # --- examples/crontab --------------------------------------------------------------------
 
 
