@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, SystemClock
 from .config import Config, Credentials, Rate, parse_duration, parse_rate
-from .errors import AuthError, ConfigError, FatalResponseError, InputError, PollerError
+from .errors import AsyncPollerError, AuthError, ConfigError, FatalResponseError, InputError
 from .events import (
     Event,
     InvalidInput,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._engine.poll import poll_jobs
 
 __all__ = [
+    "AsyncPollerError",
     "AuthError",
     "Clock",
     "Config",
@@ -48,7 +49,6 @@ __all__ = [
     "InvalidLine",
     "JobIds",
     "PollError",
-    "PollerError",
     "Rate",
     "Result",
     "Secret",

@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 from ..clock import Clock, TimerHandle
 
-__all__ = ["FinalSweep"]
+__all__ = ["Naps"]
 
 
-class FinalSweep:
+class Naps:
     """Naps that end at their time, or all together when the sweep starts."""
 
     def __init__(self, clock: Clock) -> None:
@@ -82,7 +82,7 @@ class FinalSweep:
         self._naps.clear()
 
     def __repr__(self) -> str:
-        return f"FinalSweep(started={self.started}, napping={len(self._naps)})"
+        return f"Naps(started={self.started}, napping={len(self._naps)})"
 
 
 class _Nap(NamedTuple):

@@ -17,7 +17,7 @@ from .._lucidity.client import connect
 from .._state.store import StateStore
 from ..clock import Clock, SystemClock
 from ..config import Config
-from ..errors import PollerError
+from ..errors import AsyncPollerError
 from ..events import Event, Result
 from ..ids import MAX_ID, JobIds
 from .run import Connect, Interrupt, Run, Snapshot, TickListener
@@ -81,7 +81,7 @@ async def stream_events(
                 if isinstance(event, Result):
                     try:
                         ledger.written(event)
-                    except PollerError as error:
+                    except AsyncPollerError as error:
                         run.stop(error)
             await worker
         finally:

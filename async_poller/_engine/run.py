@@ -24,13 +24,13 @@ from .._pacing.tenant import open_shared_pacer
 from .._state.store import StateStore
 from ..clock import Clock
 from ..config import Config, shown_store
-from ..errors import AuthError, FatalResponseError, PollerError
+from ..errors import AsyncPollerError, AuthError, FatalResponseError
 from ..events import RunWarning, Summary
 from ..ids import JobIds
 from ..outcome import ExitCode, FinalStatus, exit_code_for
 from .job import Ending, GiveUpLimits, JobTracker, Wait
 from .ledger import Ledger
-from .naps import FinalSweep
+from .naps import Naps
 
 __all__ = ["Connect", "Interrupt", "Run", "Snapshot", "TickListener"]
 
@@ -111,10 +111,10 @@ class Run:
             pacer=open_shared_pacer(config, clock, self._budget_store_failed),
         )
         self._retry_budget = RetryBudget()
-        self._sweep = FinalSweep(clock)
+        self._sweep = Naps(clock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
-        self._abort: PollerError | None = None
+        self._abort: AsyncPollerError | None = None
         self.ledger.resume(self.jobs)
         self._outstanding = self.unfinished()
 
@@ -156,7 +156,7 @@ class Run:
                     await self._budget.aclose()
                     # Live, not a copy: a token refresh cancelled as the client closes counts.
                     outcomes = client.outcomes
-        except PollerError as error:  # e.g. the state file failed mid-run
+        except AsyncPollerError as error:  # e.g. the state file failed mid-run
             self.stop(error)
         if self._abort is None and not self.config.once and not self._interrupt.requested.is_set():
             store = self.ledger.store
@@ -213,7 +213,7 @@ class Run:
             return ExitCode.INCOMPLETE
         return exit_code_for(self.ledger.final_counts(self.jobs))
 
-    def stop(self, error: PollerError) -> None:
+    def stop(self, error: AsyncPollerError) -> None:
         """End the run because of `error` (the first one is kept)."""
         if self._abort is None:
             self._abort = error
@@ -264,7 +264,7 @@ class Run:
                 early_retry = step.wait is Wait.RETRY and self._retry_budget.try_spend()
                 delay, priority = self._next_turn(step.wait, pacing, early_retry)
                 await self._sweep.nap(delay, stale_since=asked)
-        except PollerError as error:
+        except AsyncPollerError as error:
             self.stop(error)
             return
         except Exception as error:  # a bug must not lose the job silently

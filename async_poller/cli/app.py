@@ -22,10 +22,10 @@ from .options import (
     add_command,
     add_logging_flags,
     add_progress_flags,
-    describe,
     positive_float,
     positive_int,
     setup_logging,
+    wrap_description,
 )
 from .poll_flags import add_poll_command
 
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every command, every flag, with help)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description=describe(
+        description=wrap_description(
             "Poll many Lucidity agent-install jobs at once, within a shared request budget, "
             "and stream JSON-lines events to stdout (logs and progress go to stderr)."
         ),

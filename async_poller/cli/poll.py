@@ -19,7 +19,7 @@ from ..clock import Clock, SystemClock
 from ..config import DEFAULT_BASE_URL, Config, Credentials
 from ..errors import ConfigError, InputError
 from ..events import Summary
-from ..ids import JobIds, describe, read_ids
+from ..ids import JobIds, format_invalid, read_ids
 from ..outcome import ExitCode
 from ..redact import Secret
 from .options import setup_logging
@@ -80,7 +80,9 @@ def _job_ids(args: argparse.Namespace) -> JobIds:
     sources = args.sources or ([] if args.ids else ["-"])
     job_ids = read_ids(sources, ids=args.ids, input_format=args.input_format)
     if job_ids.invalid and not args.skip_invalid:
-        listed = "\n".join("  " + describe(bad) for bad in job_ids.invalid[:MAX_LISTED_INVALID])
+        listed = "\n".join(
+            "  " + format_invalid(bad) for bad in job_ids.invalid[:MAX_LISTED_INVALID]
+        )
         more = len(job_ids.invalid) - MAX_LISTED_INVALID
         raise InputError(
             f"{len(job_ids.invalid)} invalid input line(s), nothing was polled:\n{listed}"
