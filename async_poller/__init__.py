@@ -3,23 +3,37 @@
     async for event in poll_jobs(ids, Config(credentials=Credentials(refresh_token=...))):
         ...
 
-`poll_jobs` is imported on first use, so `import async_poller` (and the CLI's `--help`)
-stays fast.
+Everything public is here, listed in `__all__`; the subpackages whose names start with an
+underscore are the implementation. `poll_jobs` and `configure_logging` are imported on
+first use, so that `import async_poller` (and the CLI's `--help`) loads neither aiohttp nor
+structlog.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
+import importlib.metadata as _metadata
+import typing as _typing
+import warnings as _warnings
 
+from ._engine.control import Interrupt, Snapshot, TickListener
 from .clock import Clock, SystemClock
 from .config import Config, Credentials, Rate, parse_duration, parse_rate
-from .errors import AuthError, ConfigError, FatalResponseError, InputError, PollerError
+from .errors import (
+    AsyncPollerError,
+    AuthError,
+    ConfigError,
+    FatalResponseError,
+    InputError,
+    OutputError,
+    StateError,
+    StateLocked,
+)
 from .events import (
     Event,
     InvalidInput,
     PollError,
     Result,
+    RunWarning,
     Start,
     Summary,
     Throttled,
@@ -30,10 +44,12 @@ from .ids import InvalidLine, JobIds, read_ids
 from .outcome import ExitCode, FinalStatus
 from .redact import Secret
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._engine.poll import poll_jobs
+    from .logs import configure_logging
 
 __all__ = [
+    "AsyncPollerError",
     "AuthError",
     "Clock",
     "Config",
@@ -44,20 +60,27 @@ __all__ = [
     "FatalResponseError",
     "FinalStatus",
     "InputError",
+    "Interrupt",
     "InvalidInput",
     "InvalidLine",
     "JobIds",
+    "OutputError",
     "PollError",
-    "PollerError",
     "Rate",
     "Result",
+    "RunWarning",
     "Secret",
+    "Snapshot",
     "Start",
+    "StateError",
+    "StateLocked",
     "Summary",
     "SystemClock",
     "Throttled",
+    "TickListener",
     "Transition",
     "__version__",
+    "configure_logging",
     "event_schema",
     "parse_duration",
     "parse_rate",
@@ -65,12 +88,27 @@ __all__ = [
     "read_ids",
 ]
 
-__version__ = version("async-poller")
+__version__ = _metadata.version("async-poller")
+
+_LAZY = {"configure_logging": "logs", "poll_jobs": "_engine.poll"}
+"""Names imported on first use, and the module of each."""
+_RENAMED = {"PollerError": "AsyncPollerError"}
 
 
-def __getattr__(name: str) -> Any:
-    if name == "poll_jobs":
-        from ._engine.poll import poll_jobs
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        import importlib
 
-        return poll_jobs
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _RENAMED:
+        _warnings.warn(
+            f"async_poller.{name} is now {_RENAMED[name]}; the old name will go in 1.0",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
     raise AttributeError(f"module 'async_poller' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

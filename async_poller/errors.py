@@ -1,6 +1,6 @@
-"""The exception tree. Every error the library raises on purpose derives from `PollerError`.
+"""The exception tree. Every error the library raises on purpose derives from `AsyncPollerError`.
 
-    PollerError
+    AsyncPollerError
     ├── ConfigError        bad settings or arguments (exit 2)
     │   └── StateError     the state file cannot be used (exit 2)
     ├── InputError         job-id input that cannot be used (exit 2)
@@ -15,38 +15,38 @@ Messages are written for the person running the tool and never contain a token.
 from __future__ import annotations
 
 __all__ = [
+    "AsyncPollerError",
     "AuthError",
     "ConfigError",
     "FatalResponseError",
     "InputError",
     "OutputError",
-    "PollerError",
     "StateError",
     "StateLocked",
 ]
 
 
-class PollerError(Exception):
+class AsyncPollerError(Exception):
     """Base class of every error async-poller raises on purpose."""
 
 
-class ConfigError(PollerError):
+class ConfigError(AsyncPollerError):
     """A setting or argument is invalid; the message says which and how to fix it."""
 
 
-class InputError(PollerError):
+class InputError(AsyncPollerError):
     """The job-id input cannot be used (unreadable, too large, or no valid id)."""
 
 
-class AuthError(PollerError):
+class AuthError(AsyncPollerError):
     """Authentication or authorization failed for the whole run."""
 
 
-class FatalResponseError(PollerError):
+class FatalResponseError(AsyncPollerError):
     """The API answered in a way no job can recover from (for example a redirect)."""
 
 
-class OutputError(PollerError):
+class OutputError(AsyncPollerError):
     """The events cannot be written (a full disk, `/dev/full`, an I/O error): the run stops,
     and no partial line is left behind."""
 
@@ -55,5 +55,5 @@ class StateError(ConfigError):
     """The state file cannot be used: missing, unreadable, read-only, damaged, or too new."""
 
 
-class StateLocked(PollerError):
+class StateLocked(AsyncPollerError):
     """Another run holds the state file (exit 5)."""

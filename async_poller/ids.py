@@ -26,7 +26,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "InvalidLine",
     "JobIds",
-    "describe",
+    "format_invalid",
     "parse_id",
     "read_ids",
 ]
@@ -71,7 +71,7 @@ def parse_id(text: str) -> int:
     return parse_digits(text.strip(" \t"))
 
 
-def describe(invalid: InvalidLine) -> str:
+def format_invalid(invalid: InvalidLine) -> str:
     """Render an invalid line for stderr: `ids.txt:3: 'abc\\x00' (control character U+0000)`."""
     return f"{invalid.source}:{invalid.line}: '{invalid.preview}' ({invalid.reason})"
 

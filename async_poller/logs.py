@@ -1,5 +1,10 @@
 """Human diagnostics: structlog on stderr, console or JSON, with secrets scrubbed.
 
+The library logs through `get_logger`. An application that never configures logging gets
+nothing from it, on stdout or anywhere: until structlog is configured (`configure_logging`
+does it, and the CLI calls that), lines go to the standard library's `async_poller` logger,
+which only has a `NullHandler` unless the application gives it one.
+
 stdout belongs to the events; nothing here ever writes there. While a live progress display
 owns the terminal, `divert_logs` hands each rendered line to it, so that the display can
 print the line above itself instead of being torn by it.
@@ -20,9 +25,45 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .redact import redact_value
 
-__all__ = ["LogFormat", "configure_logging", "divert_logs", "no_color"]
+__all__ = ["LogFormat", "configure_logging", "divert_logs", "get_logger", "no_color"]
 
 LogFormat = Literal["auto", "console", "json"]
+
+_stdlib = logging.getLogger("async_poller")
+_stdlib.addHandler(logging.NullHandler())
+
+
+def get_logger() -> Any:
+    """The logger of every library module (a structlog bound logger)."""
+    return _library_logger
+
+
+class _LibraryLogger:
+    """structlog's own logger once structlog is configured, the quiet fallback until then
+    (structlog's default would print to stdout, which belongs to the events)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if structlog.is_configured():
+            return getattr(structlog.get_logger("async_poller"), name)
+        return getattr(_fallback(), name)
+
+    def __repr__(self) -> str:
+        return "<async_poller logger>"
+
+
+def _fallback() -> Any:
+    return structlog.wrap_logger(
+        _stdlib,
+        processors=[
+            structlog.processors.format_exc_info,
+            _scrub_secrets,
+            structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+
+
+_library_logger = _LibraryLogger()
 
 
 def configure_logging(

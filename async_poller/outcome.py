@@ -1,10 +1,24 @@
-"""Job statuses and the exit codes they add up to: the one place outcomes become numbers."""
+"""Job statuses and the exit codes they add up to: the one place outcomes become numbers.
+
+A run that ends ends with `exit_code_for` its counts; one that an error stops (or keeps
+from starting) with `exit_code_of` that error; a signal has a code of its own.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Final
+
+from .errors import (
+    AsyncPollerError,
+    AuthError,
+    ConfigError,
+    FatalResponseError,
+    InputError,
+    OutputError,
+    StateLocked,
+)
 
 __all__ = [
     "ACTIVE",
@@ -13,6 +27,7 @@ __all__ = [
     "ExitCode",
     "FinalStatus",
     "exit_code_for",
+    "exit_code_of",
 ]
 
 ACTIVE: Final = frozenset({"QUEUED", "PREPARING", "PROCESSING"})
@@ -67,3 +82,24 @@ def exit_code_for(counts: Mapping[str, int]) -> ExitCode:
     if counts.get("FAILED", 0) or counts.get("CANCELLED", 0):
         return ExitCode.FAILED
     return ExitCode.OK
+
+
+def exit_code_of(error: AsyncPollerError, *, started: bool) -> ExitCode:
+    """The exit code of a run that `error` stopped (`started`) or kept from starting.
+
+    The same error can mean two things: a state file that cannot be opened is a usage error,
+    one that fails halfway only cuts the run short.
+    """
+    if isinstance(error, AuthError):
+        return ExitCode.AUTH
+    if isinstance(error, FatalResponseError):
+        return ExitCode.UNTRUSTED
+    if isinstance(error, OutputError):
+        return ExitCode.OUTPUT
+    if started:
+        return ExitCode.INCOMPLETE
+    if isinstance(error, StateLocked):
+        return ExitCode.LOCKED
+    if isinstance(error, ConfigError | InputError):
+        return ExitCode.USAGE
+    return ExitCode.INCOMPLETE

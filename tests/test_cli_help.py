@@ -133,7 +133,7 @@ def test_a_bug_exits_70_with_a_scrubbed_traceback(
 ) -> None:
     """An unexpected exception is reported as an internal error (exit 70), never as exit 1,
     and known secrets are masked in the traceback."""
-    from async_poller.cli import demo
+    from async_poller.cli import demo_run as demo
     from async_poller.redact import Secret
 
     Secret("leaky-token-0123456789")

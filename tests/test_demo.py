@@ -35,7 +35,7 @@ async def test_demo_summary_on_stderr_events_on_stdout() -> None:
 
 def test_summary_lines_put_failures_first_and_cut_long_reasons() -> None:
     """FAILED before CANCELLED, reasons on one line and cut to fit."""
-    from async_poller.cli.demo import REASON_WIDTH, summary_lines
+    from async_poller.cli.demo_run import REASON_WIDTH, summary_lines
 
     results = {
         1: result(1, "CANCELLED", "Cancelled by user"),

@@ -22,7 +22,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from async_poller._engine.poll import Interrupt, poll_jobs
+from async_poller._engine.control import Interrupt
+from async_poller._engine.poll import poll_jobs
 from async_poller.clock import SystemClock
 from async_poller.config import Config, Credentials
 from async_poller.events import Summary

@@ -21,7 +21,7 @@ from async_poller.ids import (
     MAX_LINE_BYTES,
     InvalidLine,
     JobIds,
-    describe,
+    format_invalid,
     parse_id,
     read_ids,
 )
@@ -282,12 +282,12 @@ def test_a_read_failure_midway_is_an_input_error() -> None:
 
 
 def test_describe_renders_one_line_for_stderr(tmp_path: Path) -> None:
-    """`describe` gives source, line, escaped preview and reason on one line."""
+    """`format_invalid` gives source, line, escaped preview and reason on one line."""
     path = tmp_path / "ids.txt"
     path.write_bytes(b"1\n2\nabc\x00\n")
     result = read_ids([str(path)])
     assert [f"{path}:3: 'abc\\x00' (control character U+0000)"] == [
-        describe(invalid) for invalid in result.invalid
+        format_invalid(invalid) for invalid in result.invalid
     ]
 
 

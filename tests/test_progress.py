@@ -16,7 +16,8 @@ import structlog
 from rich.console import Console
 from structlog.testing import capture_logs
 
-from async_poller._engine.poll import Snapshot, stream_events
+from async_poller._engine.control import Snapshot
+from async_poller._engine.poll import stream_events
 from async_poller._lucidity.responses import Answer, JobState
 from async_poller._lucidity.transport import ThrottleListener
 from async_poller._pacing.budget import RateBudget

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import orjson
 import pytest
 
 from async_poller._state.store import StateError, StateStore
-from async_poller.cli.report import add_report_arguments, run_report
+from async_poller.cli.app import build_parser, subcommands
+from async_poller.cli.report import run_report
 from async_poller.events import event_id
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -20,9 +20,7 @@ T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 def report(*argv: str) -> int:
     """Parse `argv` as `async-poller report` does, and run it."""
-    parser = argparse.ArgumentParser(prog="async-poller report")
-    add_report_arguments(parser)
-    return run_report(parser.parse_args(argv))
+    return run_report(build_parser().parse_args(["report", *argv]))
 
 
 @pytest.fixture
@@ -170,8 +168,7 @@ def test_an_empty_state_file_reports_no_jobs(
 
 def test_every_flag_has_help() -> None:
     """Each flag of the report command is documented in `--help`."""
-    parser = argparse.ArgumentParser()
-    add_report_arguments(parser)
+    parser = subcommands(build_parser())["report"]
     for action in parser._actions:
         assert action.help, action.option_strings
 

@@ -12,10 +12,10 @@ from async_poller._lucidity.responses import (
     Forbidden,
     JobState,
     NotFound,
+    Overloaded,
     Redirected,
     Rejected,
     RetryLater,
-    Throttled,
     Unauthorized,
     classify,
     describe_error,
@@ -90,9 +90,9 @@ def test_transient_http_errors_are_retried(status: int) -> None:
 
 def test_429_and_503_with_retry_after_throttle() -> None:
     """429 (with or without Retry-After) and 503 with Retry-After are throttling."""
-    assert answer(429, **{"Retry-After": "7"}) == Throttled(7.0, 429)
-    assert answer(429) == Throttled(None, 429)
-    assert answer(503, **{"Retry-After": "Sun, 06 Nov 1994 08:50:07 GMT"}) == Throttled(30.0, 503)
+    assert answer(429, **{"Retry-After": "7"}) == Overloaded(7.0, 429)
+    assert answer(429) == Overloaded(None, 429)
+    assert answer(503, **{"Retry-After": "Sun, 06 Nov 1994 08:50:07 GMT"}) == Overloaded(30.0, 503)
 
 
 def test_auth_and_permission_failures() -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from async_poller._engine.poll import Snapshot, stream_events
+from async_poller._engine.control import Snapshot
+from async_poller._engine.poll import stream_events
 from async_poller._lucidity.responses import Answer, JobState, NotFound, RetryLater
 from async_poller._lucidity.transport import ThrottleListener
 from async_poller._pacing.budget import RateBudget

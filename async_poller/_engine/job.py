@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .._lucidity.responses import Answer, JobState, NotFound, Rejected, RetryLater, Throttled
+from .._lucidity.responses import Answer, JobState, NotFound, Overloaded, Rejected, RetryLater
 from ..outcome import TERMINAL, FinalStatus
 
 __all__ = ["Ending", "Failure", "GiveUpLimits", "JobTracker", "Step", "Wait"]
@@ -87,7 +87,7 @@ class JobTracker:
 
     def observe(self, answer: Answer, now: float) -> Step:
         """Update the job from `answer`, received at clock time `now`, and say what follows."""
-        if isinstance(answer, Throttled):
+        if isinstance(answer, Overloaded):
             return Step(Wait.NOW)
         self.polls += 1
         if not isinstance(answer, RetryLater):

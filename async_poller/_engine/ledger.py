@@ -6,9 +6,9 @@ that survives a crash: the state file first, then the event.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .._lucidity.responses import Answer, JobState
 from .._state.store import StateStore
@@ -27,20 +27,25 @@ from ..events import (
     event_id,
 )
 from ..ids import JobIds
+from ..logs import get_logger
 from ..outcome import FinalStatus
 from ..redact import redact, redact_value
 from .job import Ending, JobTracker, Step, Wait
 
 __all__ = ["Ledger"]
 
+_log = get_logger()
+
 
 class Ledger:
-    """Emits a run's events into `events` and mirrors them into the state file, if any."""
+    """Hands a run's events to `emit` and mirrors them into the state file, if any."""
 
-    def __init__(self, clock: Clock, store: StateStore | None) -> None:
+    def __init__(
+        self, clock: Clock, emit: Callable[[Event], None], store: StateStore | None
+    ) -> None:
         self.clock = clock
+        self.emit = emit
         self.store = store
-        self.events: asyncio.Queue[Event | None] = asyncio.Queue()
         self.counts: Counter[str] = Counter()
         """Jobs final so far, by final status (earlier runs' included)."""
         self.throttles = 0
@@ -52,9 +57,6 @@ class Ledger:
     def elapsed(self) -> float:
         """Clock seconds since the run started."""
         return round(self.clock.now() - self._started, 3)
-
-    def emit(self, event: Event) -> None:
-        self.events.put_nowait(event)
 
     def start(self, job_ids: JobIds, config: Config) -> Start:
         return Start(
@@ -164,6 +166,11 @@ class Ledger:
         if self.store is not None:
             self.store.mark_emitted([result.job_id])
 
+    def warning(self, code: str, message: str, details: Mapping[str, Any]) -> RunWarning:
+        """A `warning` event, logged for the people reading stderr as it is made."""
+        _log.warning(code, message=message, **details)
+        return RunWarning(ts=self.timestamp(), code=code, message=message, details=dict(details))
+
     def throttled(self, pause: float, rate: Rate) -> None:
         self.throttles += 1
         self.emit(Throttled(ts=self.timestamp(), retry_after_s=round(pause, 3), rate=str(rate)))
@@ -194,9 +201,7 @@ class Ledger:
                 f"{details['needed_per_min']}/min; expect a poll per job about every "
                 f"{format_duration(round(round_s))}"
             )
-        return RunWarning(
-            ts=self.timestamp(), code="budget_short", message=message, details=details
-        )
+        return self.warning("budget_short", message, details)
 
     def summary(
         self,

@@ -15,11 +15,25 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..events import Summary
+from ..logs import get_logger
 
-__all__ = ["LAST_SUCCESS", "write_metrics"]
+__all__ = ["LAST_SUCCESS", "write_metrics", "write_metrics_file"]
+
+_log = get_logger()
 
 NAMESPACE: Final = "async_poller"
 LAST_SUCCESS: Final = f"{NAMESPACE}_last_success_timestamp_seconds"
+
+
+def write_metrics_file(
+    path: Path, summary: Summary, requests_by_outcome: Mapping[str, int], now: float
+) -> None:
+    """`write_metrics`, with a failure logged rather than raised: the run's events are
+    written already, and a metrics file must not change its outcome."""
+    try:
+        write_metrics(path, summary, requests_by_outcome=dict(requests_by_outcome), now=now)
+    except OSError as error:
+        _log.error("metrics_not_written", path=str(path), reason=error.strerror)
 
 
 def write_metrics(

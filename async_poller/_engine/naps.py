@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 from ..clock import Clock, TimerHandle
 
-__all__ = ["FinalSweep"]
+__all__ = ["Naps"]
 
 
-class FinalSweep:
+class Naps:
     """Naps that end at their time, or all together when the sweep starts."""
 
     def __init__(self, clock: Clock) -> None:
@@ -30,7 +30,7 @@ class FinalSweep:
         self._timer: TimerHandle | None = None
         self._timer_at = math.inf
         self._sweep_timer: TimerHandle | None = None
-        self.started = False
+        self.sweeping = False
 
     def nap(self, seconds: float, *, stale_since: float) -> asyncio.Future[None]:
         """A future done after `seconds` of clock time, or sooner if the sweep starts and
@@ -61,13 +61,13 @@ class FinalSweep:
         if self._naps:
             self._arm(self._naps[0].when)
 
-    def schedule(self, delay: float, capacity: int) -> None:
+    def schedule_sweep(self, delay: float, *, capacity: int) -> None:
         """Start the sweep after `delay` clock seconds, waking at most `capacity` jobs."""
-        self._sweep_timer = self._clock.call_later(delay, lambda: self.start(capacity))
+        self._sweep_timer = self._clock.call_later(delay, lambda: self.sweep(capacity))
 
-    def start(self, capacity: int) -> None:
+    def sweep(self, capacity: int) -> None:
         """Wake the `capacity` napping jobs polled longest ago (never polled first)."""
-        self.started = True
+        self.sweeping = True
         live = [nap for nap in self._naps if not nap.future.done()]
         for nap in heapq.nsmallest(capacity, live, key=lambda nap: (nap.stale_since, nap.order)):
             _resolve(nap.future)
@@ -82,7 +82,7 @@ class FinalSweep:
         self._naps.clear()
 
     def __repr__(self) -> str:
-        return f"FinalSweep(started={self.started}, napping={len(self._naps)})"
+        return f"Naps(sweeping={self.sweeping}, napping={len(self._naps)})"
 
 
 class _Nap(NamedTuple):

@@ -3,7 +3,7 @@
 An async iterator of events that starts with `start`, ends with `summary`, and gives every
 job exactly one `result` unless the run is cut short. With a state file, jobs final in
 earlier runs are counted but not polled, and a result counts as written once the consumer
-asks for the next event. The work itself happens in `run.Run`.
+asks for the next event. The work itself happens in `run.Run`; this module only hands its events on.
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterable
 
-import structlog
-
 from .._lucidity.client import connect
 from .._state.store import StateStore
 from ..clock import Clock, SystemClock
 from ..config import Config
-from ..errors import PollerError
+from ..errors import AsyncPollerError
 from ..events import Event, Result
 from ..ids import MAX_ID, JobIds
-from .run import Connect, Interrupt, Run, Snapshot, TickListener
+from .control import Interrupt, TickListener
+from .run import Connect, Run
 
-__all__ = ["Connect", "Interrupt", "Snapshot", "TickListener", "poll_jobs", "stream_events"]
-
-_log = structlog.get_logger("async_poller")
+__all__ = ["poll_jobs", "stream_events"]
 
 
 async def poll_jobs(
@@ -66,22 +63,25 @@ async def stream_events(
     """`poll_jobs` with every dependency explicit (tests pass a fake `connect`)."""
     store = StateStore.open(config.state_file) if config.state_file else None
     try:
-        run = Run(job_ids, config, clock, store=store, interrupt=interrupt, ticks=ticks)
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        run = Run(
+            job_ids, config, clock, events.put_nowait, store=store, interrupt=interrupt, ticks=ticks
+        )
         ledger = run.ledger
         yield ledger.start(job_ids, config)
         for invalid in ledger.invalid_inputs(job_ids):
             yield invalid
         if (warning := ledger.budget_warning(run.unfinished(), config)) is not None:
-            _log.warning("budget_short", **warning.details)
             yield warning
         worker = asyncio.get_running_loop().create_task(run.execute(connect))
+        worker.add_done_callback(lambda _: events.put_nowait(None))
         try:
-            while (event := await ledger.events.get()) is not None:
+            while (event := await events.get()) is not None:
                 yield event
                 if isinstance(event, Result):
                     try:
                         ledger.written(event)
-                    except PollerError as error:
+                    except AsyncPollerError as error:
                         run.stop(error)
             await worker
         finally:

@@ -13,13 +13,12 @@ import shlex
 from abc import ABC, abstractmethod
 from typing import Final
 
-import structlog
-
 from .._pacing.budget import FIRST
 from .._pacing.delays import DelayPolicy
 from ..clock import Clock, TimerHandle
 from ..config import Credentials
 from ..errors import AuthError, FatalResponseError
+from ..logs import get_logger
 from ..redact import remember
 from .responses import describe_error
 from .tokens import access_token_in, claim_number, jwt_claims, sendable
@@ -47,7 +46,7 @@ CLOCK_SKEW_TOLERANCE: Final = 60.0
 """A token issued (`iat`) further than this from our clock's now means the clocks disagree."""
 COMMAND_TIMEOUT: Final = 60.0
 
-_log = structlog.get_logger("async_poller")
+_log = get_logger()
 
 
 def auth_headers(token: str) -> dict[str, str]:

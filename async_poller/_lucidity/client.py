@@ -37,7 +37,7 @@ class StatusChecker(Protocol):
         ...
 
     async def check(self, job_id: int, *, priority: float) -> Answer:
-        """Poll `job_id` once; raise `PollerError` when the whole run must stop."""
+        """Poll `job_id` once; raise `AsyncPollerError` when the whole run must stop."""
         ...
 
 

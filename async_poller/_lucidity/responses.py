@@ -4,7 +4,7 @@
 
     JobState      the API told the job's status (final or not: see outcome.TERMINAL)
     NotFound      404: the id is unknown (for now)
-    Throttled     429, or 503 with Retry-After: everyone waits, the job is not at fault
+    Overloaded    429, or 503 with Retry-After: everyone waits, the job is not at fault
     RetryLater    a transient failure or a malformed answer: try again later
     Rejected      the API refuses this id for good (400 and other 4xx)
     Unauthorized  401: renew the token and replay once
@@ -34,10 +34,10 @@ __all__ = [
     "Forbidden",
     "JobState",
     "NotFound",
+    "Overloaded",
     "Redirected",
     "Rejected",
     "RetryLater",
-    "Throttled",
     "Unauthorized",
     "classify",
     "describe_error",
@@ -63,7 +63,7 @@ class NotFound:
 
 
 @dataclass(frozen=True, slots=True)
-class Throttled:
+class Overloaded:
     retry_after: float | None
     http_status: int
 
@@ -98,7 +98,7 @@ class Redirected:
 
 
 Answer = (
-    JobState | NotFound | Throttled | RetryLater | Rejected | Unauthorized | Forbidden | Redirected
+    JobState | NotFound | Overloaded | RetryLater | Rejected | Unauthorized | Forbidden | Redirected
 )
 
 
@@ -114,7 +114,7 @@ def classify(
     error = describe_error(http_status, headers, body)
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
     if http_status == 429 or (http_status == 503 and retry_after is not None):
-        return Throttled(retry_after, http_status)
+        return Overloaded(retry_after, http_status)
     if http_status in _RETRY_STATUSES or http_status >= 500:
         return RetryLater("http", http_status, error)
     if 300 <= http_status < 400:

@@ -19,11 +19,11 @@ from importlib.metadata import version
 from typing import Any, Final
 
 import aiohttp
-import structlog
 
 from .._pacing.budget import RateBudget
 from ..clock import Clock
 from ..config import Rate
+from ..logs import get_logger
 from ..redact import redact
 from .responses import parse_retry_after
 
@@ -40,7 +40,7 @@ EMFILE_HINT: Final = (
 MAX_THROTTLE_PAUSE: Final = 600.0
 """A longer Retry-After is clamped to this (and reported) rather than stalling the run."""
 
-_log = structlog.get_logger("async_poller")
+_log = get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +205,12 @@ class Transport:
         if pause is None:  # a 503 alone may be a failing backend: slow down, no pause
             pause = DEFAULT_THROTTLE_PAUSE if response.status == 429 else 0.0
         if pause > MAX_THROTTLE_PAUSE:
-            _log.warning("retry_after_clamped", retry_after_s=pause, used_s=MAX_THROTTLE_PAUSE)
+            _log.warning(
+                "retry_after_clamped",
+                message="the server asked for a longer pause than async-poller waits at once",
+                retry_after_s=pause,
+                used_s=MAX_THROTTLE_PAUSE,
+            )
             pause = MAX_THROTTLE_PAUSE
         rate = self._budget.throttle(pause, sent_at=sent_at)
         self._on_throttle(pause, rate)

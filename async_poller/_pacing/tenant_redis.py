@@ -30,10 +30,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import structlog
-
 from ..clock import Clock
 from ..config import Rate, shown_store
+from ..logs import get_logger
 from ..redact import redact
 from .pacer import EARLY
 from .tenant import FAIRNESS_JITTER, SharedPacer, go_alone
@@ -41,7 +40,7 @@ from .tenant_lua import THROTTLE, TRY_PASS
 
 __all__ = ["KEPT_WINDOWS", "TIMEOUT_S", "RedisPacer"]
 
-_log = structlog.get_logger("async_poller")
+_log = get_logger()
 
 TIMEOUT_S: Final = 1.0
 """How long connecting or one call may take (real seconds) before the pacer goes on alone."""
@@ -152,7 +151,12 @@ class RedisPacer(SharedPacer):
                 if self._alone is None and self._ended:
                     await self._tell_ended()
             except self._errors as error:
-                _log.warning("budget_store_not_updated", reason=redact(str(error)))
+                _log.warning(
+                    "budget_store_not_updated",
+                    message="the ends of this run's last requests were not recorded: "
+                    "other runs count them as in flight until they age out",
+                    reason=redact(str(error)),
+                )
             finally:
                 with contextlib.suppress(*self._errors):  # a broken connection is gone anyway
                     await self._client.aclose()
@@ -233,7 +237,6 @@ class RedisPacer(SharedPacer):
         if pause > 0:
             self._alone.throttle(pause, sent_ago=0.0)
         self._throttles.clear()
-        _log.warning("budget_store_unavailable", store=self._store, reason=redact(str(error)))
         self._on_failure(redact(reason))
 
     def __repr__(self) -> str:

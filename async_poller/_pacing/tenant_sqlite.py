@@ -21,16 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-import structlog
-
 from ..clock import Clock
 from ..config import Rate
+from ..logs import get_logger
 from .pacer import EARLY, decide
 from .tenant import FAIRNESS_JITTER, SharedPacer, go_alone
 
 __all__ = ["SqlitePacer"]
 
-_log = structlog.get_logger("async_poller")
+_log = get_logger()
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS pace (
@@ -153,7 +152,12 @@ class SqlitePacer(SharedPacer):
             with self._transaction():
                 self._flush_ended()
         except sqlite3.Error as error:
-            _log.warning("budget_store_not_updated", reason=str(error))
+            _log.warning(
+                "budget_store_not_updated",
+                message="the ends of this run's last requests were not recorded: other runs count "
+                "them as in flight until they age out",
+                reason=str(error),
+            )
         finally:
             self._db.close()
             self._db = None
@@ -287,7 +291,6 @@ class SqlitePacer(SharedPacer):
         if self._db is not None:
             self._db.close()
             self._db = None
-        _log.warning("budget_store_unavailable", path=str(self._path), reason=str(error))
         self._on_failure(reason)
 
     def __repr__(self) -> str:

@@ -28,7 +28,7 @@ from ..outcome import FinalStatus
 from .progress import RunView
 
 if TYPE_CHECKING:
-    from .._engine.poll import Snapshot
+    from .._engine.control import Snapshot
 
 __all__ = ["LiveProgress", "render"]
 

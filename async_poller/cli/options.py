@@ -17,17 +17,17 @@ __all__ = [
     "add_logging_flags",
     "add_progress_flags",
     "argument",
-    "describe",
     "positive_float",
     "positive_int",
     "setup_logging",
+    "wrap_description",
 ]
 
 HEARTBEAT_DEFAULT = "1m"
 DESCRIPTION_WIDTH = 90
 
 
-def describe(text: str) -> str:
+def wrap_description(text: str) -> str:
     """A command's description, wrapped here: its formatter keeps the examples' layout as is."""
     return textwrap.fill(text, DESCRIPTION_WIDTH)
 
@@ -45,7 +45,7 @@ def add_command(
     parser = commands.add_parser(
         name,
         help=summary,
-        description=describe(description),
+        description=wrap_description(description),
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

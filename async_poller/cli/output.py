@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import orjson
-import structlog
 
 from ..errors import ConfigError, OutputError
 from ..events import Event, JsonLinesSink
+from ..logs import get_logger
 from .progress import RunStatus
 
 __all__ = ["open_output", "relay"]
 
-_log = structlog.get_logger("async_poller")
+_log = get_logger()
 
 
 @contextmanager

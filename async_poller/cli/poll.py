@@ -1,139 +1,207 @@
-"""Running `async-poller poll`: flags -> Config and ids, then events to stdout until the end.
-
-Imported only when `poll` runs, so the parser (and `--help`) never loads aiohttp.
-"""
+"""`async-poller poll`: its flags, help and examples. The polling is in `poll_run`, imported when
+it runs."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import functools
-import os
-import signal
-import sys
-from contextlib import aclosing
-from typing import BinaryIO
+from pathlib import Path
 
-from .._engine.poll import Interrupt, poll_jobs
-from ..clock import Clock, SystemClock
-from ..config import DEFAULT_BASE_URL, Config, Credentials
-from ..errors import ConfigError, InputError
-from ..events import Summary
-from ..ids import JobIds, describe, read_ids
-from ..outcome import ExitCode
-from ..redact import Secret
-from .options import setup_logging
-from .output import open_output, relay
-from .progress import open_status
-from .secretfile import read_secret_file
+from ..config import DEFAULT_BASE_URL, parse_duration, parse_rate
+from .options import (
+    add_command,
+    add_logging_flags,
+    add_progress_flags,
+    argument,
+    positive_float,
+    positive_int,
+)
 
-__all__ = ["run_poll"]
+__all__ = ["POLL_EXAMPLES", "add_parser", "run"]
 
-MAX_LISTED_INVALID = 20
+POLL_EXAMPLES = """\
+examples:
+  # poll the ids in a file until every job is final; keep only the results
+  async-poller poll ids.txt | jq -c 'select(.event == "result")'
+
+  # some ids of a saved Agent Install response, picked with jq (1.7+ keeps 64-bit ids exact)
+  jq '[.data[] | select(.cloudProvider == "AWS") | .id]' response.json | async-poller poll -
+
+  # from cron every 10 minutes: resume from a state file, stop before the next run
+  */10 * * * * async-poller poll --state /var/lib/ap/state.db --deadline 9m /etc/ap/ids.txt
+
+  # block a CI step until the installs are done (exit 0 only if all COMPLETED)
+  async-poller poll --deadline 45m ids.txt > events.jsonl || exit 1
+
+credentials (one of, first found wins):
+  --token-command CMD, --refresh-token-file PATH,
+  LUCIDITY_REFRESH_TOKEN, LUCIDITY_ACCESS_TOKEN (environment)
+
+exit codes:
+  0 all COMPLETED   1 some FAILED or CANCELLED   2 usage or input error
+  3 incomplete (deadline, --once, NOT_FOUND, UNKNOWN, ERROR)
+  4 authentication failed   5 state file locked
+  6 answer refused for safety (TLS failure, redirect)
+  74 events could not be written (disk full)   129/130/143 SIGHUP/SIGINT/SIGTERM
+"""
 
 
-def run_poll(args: argparse.Namespace) -> int:
-    """Poll what `args` asks for; returns the exit code. Raises ConfigError or InputError
-    (exit 2) before anything is polled."""
-    setup_logging(args)
-    config = Config(
-        credentials=_credentials(args),
-        base_url=args.base_url or os.environ.get("LUCIDITY_BASE_URL") or DEFAULT_BASE_URL,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        burst=args.burst,
-        thrifty=args.thrifty,
-        budget_store=_budget_store(args.budget_store),
-        min_delay=args.min_delay,
-        max_delay=args.max_delay,
-        deadline=args.deadline,
-        request_timeout=args.request_timeout,
-        once=args.once,
-        allow_insecure_http=args.allow_insecure_http,
-        ca_bundle=args.ca_bundle,
-        state_file=args.state,
-        metrics_file=args.metrics_file,
-        seed=args.seed,
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `poll` and all its flags."""
+    poll = add_command(
+        commands,
+        "poll",
+        summary="poll job ids until every job is final",
+        description="Poll every job id until it is final or the deadline passes. stdout gets "
+        "one JSON event per line (start, transition, result, poll_error, throttled, "
+        "invalid_input, summary) and nothing else; logs, progress and heartbeats go to stderr.",
+        examples=POLL_EXAMPLES,
+        handler=run,
     )
-    job_ids = _job_ids(args)
-    clock = SystemClock(args.time_scale)
-    with open_output(args.output) as stream:
-        return asyncio.run(_stream(job_ids, config, stream, clock, args))
+    poll.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="file of job ids, or - for stdin (default)"
+    )
+    _add_input(poll.add_argument_group("input"))
+    _add_api(poll.add_argument_group("API and credentials"))
+    _add_pacing(poll.add_argument_group("pacing"))
+    runs = poll.add_argument_group("across runs (cron)")
+    runs.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="SQLite state file: skip jobs already final, report only changes, keep history",
+    )
+    runs.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus text-format metrics here at the end (textfile collector)",
+    )
+    output = poll.add_argument_group("output (events on stdout; everything else on stderr)")
+    output.add_argument(
+        "--output", type=Path, metavar="PATH", help="append events to PATH instead of stdout"
+    )
+    add_logging_flags(output)
+    add_progress_flags(output, heartbeat=True)
+    testing = poll.add_argument_group("testing against the simulator")
+    testing.add_argument(
+        "--time-scale",
+        type=positive_float,
+        default=1.0,
+        metavar="X",
+        help="run the clock X times faster, to match 'async-poller simulate --time-scale X' "
+        "(default: 1)",
+    )
+    testing.add_argument(
+        "--seed", type=int, metavar="N", help="seed the jitter, for reproducible runs"
+    )
 
 
-def _budget_store(given: str) -> str | None:
-    if given == "none":
-        return None
-    if given == "auto":
-        from .._pacing.tenant import default_store_path
-
-        return str(default_store_path())
-    return given
-
-
-def _job_ids(args: argparse.Namespace) -> JobIds:
-    if not args.sources and not args.ids and sys.stdin.isatty():
-        raise InputError(
-            "no job ids: stdin is a terminal\n"
-            "HINT: give a file (async-poller poll ids.txt), pipe ids in, or use --id N"
-        )
-    sources = args.sources or ([] if args.ids else ["-"])
-    job_ids = read_ids(sources, ids=args.ids, input_format=args.input_format)
-    if job_ids.invalid and not args.skip_invalid:
-        listed = "\n".join("  " + describe(bad) for bad in job_ids.invalid[:MAX_LISTED_INVALID])
-        more = len(job_ids.invalid) - MAX_LISTED_INVALID
-        raise InputError(
-            f"{len(job_ids.invalid)} invalid input line(s), nothing was polled:\n{listed}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-            + "\nHINT: fix them, or pass --skip-invalid to poll the valid ids"
-        )
-    if not job_ids.ids:
-        raise InputError("no valid job id in the input")
-    return job_ids
+def _add_input(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--id", dest="ids", action="append", default=[], metavar="N", help="a job id (repeatable)"
+    )
+    group.add_argument(
+        "--input-format",
+        choices=("auto", "text", "json"),
+        default="auto",
+        help="text: one id per line; json: an array of ids or a saved Agent Install "
+        "response; auto: json if the input starts with [ or { (default: %(default)s)",
+    )
+    group.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="poll the valid ids and report bad lines as invalid_input events "
+        "(default: any bad line is an error, exit 2)",
+    )
 
 
-async def _stream(
-    job_ids: JobIds, config: Config, stream: BinaryIO, clock: Clock, args: argparse.Namespace
-) -> int:
-    interrupt = Interrupt()
-    loop = asyncio.get_running_loop()
-    for signum, code in (
-        (signal.SIGINT, ExitCode.SIGINT),
-        (signal.SIGTERM, ExitCode.SIGTERM),
-        (signal.SIGHUP, ExitCode.SIGHUP),  # an SSH session dropped: stop with a summary
+def _add_api(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API host (env LUCIDITY_BASE_URL; default: {DEFAULT_BASE_URL})",
+    )
+    group.add_argument(
+        "--refresh-token-file",
+        type=Path,
+        metavar="PATH",
+        help="read the refresh token from PATH (must not be group/world-readable)",
+    )
+    group.add_argument(
+        "--token-command",
+        metavar="CMD",
+        help="a command that prints an access token; run again when it expires or on a 401",
+    )
+    group.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to a non-loopback host (tokens travel unencrypted)",
+    )
+    group.add_argument("--ca-bundle", metavar="PATH", help="extra CA certificates (PEM) to trust")
+
+
+def _add_pacing(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="max requests in flight (default: 8)",
+    )
+    group.add_argument(
+        "--rate",
+        type=argument(parse_rate),
+        default=parse_rate("45/min"),
+        metavar="N/UNIT",
+        help="request budget: requests paced evenly, one per UNIT/N, and at most N in any "
+        "sliding window of one UNIT (s, min, h); every request counts; every 429 or 503 "
+        "lowers the rate in force, which recovers smoothly (default: 45/min)",
+    )
+    group.add_argument(
+        "--burst",
+        type=positive_int,
+        default=1,
+        metavar="B",
+        help="requests that may leave at once after an idle spell, before pacing resumes; "
+        "1 suits every server limiter, leaky buckets included (default: 1)",
+    )
+    group.add_argument(
+        "--budget-store",
+        default="auto",
+        metavar="STORE",
+        help="where every async-poller process of the same tenant (base URL and credential) "
+        "shares the budget: a SQLite file's PATH on this machine, or a Redis server's URL, "
+        "redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS), for pollers on several "
+        "machines (pip install 'async-poller[redis]'; their clocks NTP-synced); auto = "
+        "$XDG_STATE_HOME/async-poller/budget.db (~/.local/state/...); none = this process's "
+        "own budget (default: auto)",
+    )
+    group.add_argument(
+        "--thrifty",
+        action="store_true",
+        help="poll by backoff alone: fewer requests, but results seen later; by default, "
+        "while the budget has room, no job waits longer than one round of all unfinished "
+        "jobs at the budget's rate",
+    )
+    for flag, default, text in (
+        ("--min-delay", "10s", "shortest delay between two polls of one job"),
+        ("--max-delay", "2m", "longest delay between two polls of one job"),
+        ("--deadline", "1h", "jobs not final by then end TIMED_OUT"),
+        ("--request-timeout", "10s", "timeout of one request"),
     ):
-        loop.add_signal_handler(signum, interrupt.stop, code)
-    exit_code = int(ExitCode.INCOMPLETE)
-    with open_status(
-        args.progress, heartbeat_s=args.heartbeat, time_scale=args.time_scale, rate=config.rate
-    ) as status:
-        events = poll_jobs(
-            job_ids,
-            config,
-            clock=clock,
-            interrupt=interrupt,
-            on_tick=status.on_tick if status else None,
-            tick_s=status.tick_s if status else 1.0,
+        group.add_argument(
+            flag,
+            type=argument(parse_duration),
+            default=parse_duration(default),
+            metavar="D",
+            help=f"{text} (default: {default})",
         )
-        gone = functools.partial(interrupt.stop, ExitCode.INCOMPLETE)  # `| head`: stop quietly
-        async with aclosing(events):  # an OutputError ends the run here, and closes it
-            async for event in relay(events, stream, status, on_reader_gone=gone):
-                if isinstance(event, Summary):
-                    exit_code = event.exit_code
-    return exit_code
-
-
-def _credentials(args: argparse.Namespace) -> Credentials:
-    if args.token_command:
-        return Credentials(token_command=args.token_command)
-    if args.refresh_token_file:
-        token = read_secret_file(args.refresh_token_file, "--refresh-token-file")
-        return Credentials(refresh_token=Secret(token))
-    if token := os.environ.get("LUCIDITY_REFRESH_TOKEN", "").strip():
-        return Credentials(refresh_token=Secret(token))
-    if token := os.environ.get("LUCIDITY_ACCESS_TOKEN", "").strip():
-        return Credentials(access_token=Secret(token))
-    raise ConfigError(
-        "no credentials\nHINT: set LUCIDITY_REFRESH_TOKEN (or LUCIDITY_ACCESS_TOKEN), or use "
-        "--refresh-token-file PATH or --token-command CMD"
+    group.add_argument(
+        "--once", action="store_true", help="check each job once and exit (3 while any is pending)"
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .poll_run import run_poll
+
+    return run_poll(args)

@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
-import structlog
-
 from ..config import Rate
 from ..events import Event, Result, Start, Summary, Throttled
+from ..logs import get_logger
 
 if TYPE_CHECKING:
-    from .._engine.poll import Snapshot
+    from .._engine.control import Snapshot
 
 __all__ = ["Heartbeat", "ProgressMode", "RunStatus", "RunView", "open_status", "shows_progress"]
 
@@ -33,7 +32,7 @@ FRAME_INTERVAL_S = 0.5
 RATE_WINDOW_S = 60.0
 """Requests per minute are counted over this much clock time (or the run so far)."""
 
-_log = structlog.get_logger("async_poller")
+_log = get_logger()
 
 
 class RunStatus(Protocol):

@@ -7,6 +7,7 @@ is writing, and never creates or changes the file.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -18,9 +19,10 @@ import orjson
 from .._state.store import HistoryEntry, StateStore, StoredJob
 from ..clock import rfc3339
 from ..ids import parse_id
-from ..outcome import FinalStatus
+from ..outcome import ExitCode, FinalStatus
+from .options import add_command
 
-__all__ = ["REPORT_EXAMPLES", "add_report_arguments", "run_report"]
+__all__ = ["REPORT_EXAMPLES", "add_parser", "run", "run_report"]
 
 STATUSES: Final = (*FinalStatus, "pending")
 """What `--status` accepts: a result status, or "pending" for jobs without a result."""
@@ -44,7 +46,20 @@ exit codes: 0 done, 1 --job names a job the state file does not know, 2 unusable
 """
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = add_command(
+        commands,
+        "report",
+        summary="show what a state file knows: statuses, history, the audit trail",
+        description="Show every job in a state file with its status, timestamps and reason, "
+        "or one job's history. Works while a run is in progress.",
+        examples=REPORT_EXAMPLES,
+        handler=run,
+    )
+    _add_arguments(report)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of `async-poller report` to `parser`."""
     parser.add_argument(
         "--state",
@@ -69,6 +84,17 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="an aligned table for people (default), or one JSON object per line",
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        code = run_report(args)
+        sys.stdout.flush()  # inside the try: a reader gone (`| head`) is not an error
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's final flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    return code
 
 
 def run_report(args: argparse.Namespace) -> int:
