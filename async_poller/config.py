@@ -140,7 +140,7 @@ class Config:
     budget_store: str | None = field(default=None, repr=False)  # a URL may hold a password
     """Where every process of the tenant shares the budget: a SQLite file's path, or a
     `redis://` / `rediss://` URL to share it across machines; None: this process's own
-    budget. The CLI's default is `sharing.default_store_path()`."""
+    budget. The CLI's default is `_pacing.tenant.default_store_path()`."""
     min_delay: float = 10.0
     max_delay: float = 120.0
     deadline: float = 3600.0

@@ -3,7 +3,7 @@
 Text is streamed in chunks: memory holds the ids, the set used to drop duplicates, and at most
 `MAX_LINE_BYTES` of the current line (the rest of an overlong line is skipped as it streams past,
 so a gigabyte without a newline costs one chunk). JSON is parsed whole, hence `MAX_JSON_BYTES`.
-The grammar itself (what makes a string an id, and why not) lives in `idgrammar`.
+The grammar itself (what makes a string an id, and why not) lives in `_idgrammar`.
 """
 
 from __future__ import annotations

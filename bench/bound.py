@@ -87,7 +87,7 @@ class Rule:
         return min(due, key=lambda s: self.key(s, now)) if due else None
 
     def key(self, seen: Seen, now: float) -> tuple[float, ...]:
-        first_round = seen.asked == -math.inf  # as in run.py: the first round goes first
+        first_round = seen.asked == -math.inf  # as in _engine/turns.py: the first round goes first
         return (seen.due - (1e9 if first_round else 0.0),)
 
     def observe(self, seen: Seen, now: float, status: str) -> None:

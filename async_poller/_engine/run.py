@@ -42,7 +42,7 @@ _log = get_logger()
 Connect = Callable[
     [Config, Clock, RateBudget, ThrottleListener], AbstractAsyncContextManager[StatusChecker]
 ]
-"""Opens the way to the API: `client.connect` for real HTTP, a fake in scheduler tests."""
+"""Opens the way to the API: `client.connect` for real HTTP, a fake in the engine tests."""
 
 
 class Run:

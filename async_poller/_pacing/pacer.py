@@ -10,7 +10,7 @@ Two limits, both always in force:
 
 The pacing rate is an `AdaptiveRate`: every overload answer lowers it, and it recovers
 smoothly. `decide` is the rule itself, pure; `LocalPacer` keeps its state in memory, and the
-shared pacers (`sharing`) keep the same state where every process of a tenant sees it.
+shared pacers (`tenant`) keep the same state where every process of a tenant sees it.
 """
 
 from __future__ import annotations

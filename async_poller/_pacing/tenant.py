@@ -2,7 +2,7 @@
 
 The API's limit belongs to the tenant (a base URL and a credential), not to one process. A
 shared pacer keeps the tenant's pace state where every process of the tenant sees it: a
-SQLite file on one host (`sharing_sqlite`), or Redis across hosts (`sharing_redis`). When
+SQLite file on one host (`tenant_sqlite`), or Redis across hosts (`tenant_redis`). When
 the store cannot be used, the pacer says why once (`on_failure`) and goes on alone at a
 conservative share of the rate (half, or less if more sharers were seen), never more.
 """

@@ -1,4 +1,4 @@
-"""The two Lua scripts that keep a tenant's budget in Redis (`sharing_redis`).
+"""The two Lua scripts that keep a tenant's budget in Redis (`tenant_redis`).
 
 Each runs atomically on the server, so checking the budget and recording a request is one
 step for every process on every machine. They do what `SqlitePacer` does inside its write

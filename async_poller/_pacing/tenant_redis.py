@@ -1,10 +1,10 @@
 """One budget per tenant across machines: the pacing state in Redis.
 
-The same contract as `sharing_sqlite.SqlitePacer` (read that first): every process of a tenant keeps
+The same contract as `tenant_sqlite.SqlitePacer` (read that first): every process of a tenant keeps
 one `PaceState` and one sliding-window log, and a request leaves only through one atomic step
 that checks and records it. Here the store is a Redis server that pollers on many machines
 reach (`--budget-store redis://HOST/DB`), and that step is a Lua script the server runs
-atomically (`sharing_lua`): one round trip per request.
+atomically (`tenant_lua`): one round trip per request.
 
 Time is the callers', as with SqlitePacer: each process passes its `shared_timeline` (Unix
 time, scaled) to the scripts, so the machines' clocks must agree (NTP keeps them within
@@ -210,7 +210,7 @@ class RedisPacer(SharedPacer):
         await pipe.execute()
 
     def _common(self, now: float) -> list[float | int]:
-        """The arguments every script begins with (`sharing_lua`)."""
+        """The arguments every script begins with (`tenant_lua`)."""
         ceiling, floor, recovery, beta = self._curve
         return [now, ceiling, floor, recovery, beta, self._rate.period, self._kept_ms]
 

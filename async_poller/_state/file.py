@@ -1,5 +1,5 @@
 """Opening the state file safely: the run lock, access checks, and SQLite's errors turned
-into a `StateError` that names the file and a way out. No SQL here (that is `state`)."""
+into a `StateError` that names the file and a way out. No SQL here (that is `store`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A value of the wrong type (a file edited or damaged by hand) is a `DamagedRow` here, which
 the store turns into a clear `StateError`, never a crash later on. No SQL: that stays in
-`state`.
+`store`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ examples:
   # poll the ids in a file; keep only the results
   async-poller poll ids.txt | jq -c 'select(.event == "result")'
 
-  # some ids of a saved Agent Install response, picked with jq (1.7+ keeps 64-bit ids exact)
+  # some ids of a saved Agent Install response, picked with jq 1.7+ (1.6 rounds 64-bit ids,
+  # and a rounded id can be another job's)
   jq '[.data[] | select(.cloudProvider == "AWS") | .id]' response.json | async-poller poll -
 
   # from cron every 10 minutes, resuming from a state file
