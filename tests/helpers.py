@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 import orjson
@@ -55,9 +55,18 @@ class CliRun:
         return events[-1]
 
 
+UNSET: Final = frozenset({"PYTHONUNBUFFERED"})
+"""Variables no CLI under test inherits: cron, systemd and CI do not set PYTHONUNBUFFERED,
+so a test must not hide output that only a flush at exit would write."""
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any Lucidity settings, plus `extra`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LUCIDITY_")}
+    """The test process's environment without any Lucidity settings or `UNSET`, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("LUCIDITY_") and key not in UNSET
+    }
     return env | extra
 
 

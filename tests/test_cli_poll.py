@@ -320,3 +320,41 @@ async def test_demo_runs_and_checks_itself() -> None:
     assert run.summary["counts"]["pending"] == 0
     assert len(run.results) == 12
     assert "matches the simulator's ground truth" in run.stderr
+
+
+@pytest.mark.simulator(processing_s=3600.0)
+async def test_each_event_reaches_a_pipe_while_the_run_goes_on(simulator: Simulator) -> None:
+    """stdout is flushed line by line, also when it is a pipe and PYTHONUNBUFFERED is unset
+    (cron, systemd, CI): a reader sees the first event while the run is still going."""
+    ids = simulator.create_jobs(2)
+    env = clean_env(
+        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
+    )
+    assert "PYTHONUNBUFFERED" not in env
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_poller",
+        "poll",
+        "--time-scale",
+        str(simulator.config.time_scale),
+        "--deadline",
+        "2h",
+        *ids_arg(ids),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        first = await asyncio.wait_for(process.stdout.readline(), 20)
+    except TimeoutError:
+        first = b""
+    finally:
+        still_running = process.returncode is None
+        process.kill()
+        await process.wait()
+    assert first.endswith(b"\n"), "no event reached the pipe while the run went on"
+    assert orjson.loads(first)["event"] == "start"
+    assert still_running
