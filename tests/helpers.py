@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final
@@ -12,7 +14,10 @@ from typing import Any, Final
 import jsonschema
 import orjson
 
+from async_poller._lucidity.client import STATUS_PATH
 from async_poller.events import event_schema
+from async_poller.outcome import exit_code_for
+from async_poller.simulator import RequestRecord, Simulator
 
 
 @cache
@@ -92,6 +97,41 @@ async def run_cli(
         raise
     assert process.returncode is not None
     return CliRun(process.returncode, stdout, stderr.decode("utf-8", "replace"))
+
+
+def early_retries(simulator: Simulator, min_delay: float) -> tuple[int, int]:
+    """(early retries, other status requests), counted from what the simulator received.
+
+    A status request is an early retry when it came less than `min_delay` after the same
+    job's previous request and that one failed (no answer, or a 5xx that names no pause):
+    after a failure, a job that is not retried early waits at least `min_delay`. The count
+    is a lower bound (a late early retry looks like a regular poll), so a test asserting
+    that early retries stay within the retry budget cannot fail for the wrong reason.
+    """
+    last: dict[int, RequestRecord] = {}
+    early = other = 0
+    for record in simulator.requests:
+        if record.path != STATUS_PATH or record.job_id is None:
+            continue
+        before = last.get(record.job_id)
+        last[record.job_id] = record
+        failed = before is not None and (
+            not before.refused
+            and before.retry_after is None
+            and (before.http_status is None or before.http_status >= 500)
+        )
+        if failed and before is not None and record.at - before.at < min_delay:
+            early += 1
+        else:
+            other += 1
+    return early, other
+
+
+def true_exit_code(simulator: Simulator, ids: Iterable[int]) -> int:
+    """The exit code of a run that sees every job in `ids` to the end, from the simulator's
+    ground truth (an id it never created ends NOT_FOUND)."""
+    truth = {job.id: job.final_status for job in simulator.truth()}
+    return exit_code_for(Counter(truth.get(job_id, "NOT_FOUND") for job_id in ids))
 
 
 def ids_arg(ids: list[int]) -> list[str]:
