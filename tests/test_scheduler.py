@@ -370,6 +370,23 @@ async def test_final_sweep_rechecks_every_job_before_the_deadline() -> None:
     assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
 
 
+async def test_a_sweep_short_of_budget_rechecks_the_stalest_jobs() -> None:
+    """When the budget left before the deadline cannot recheck every job, the final sweep
+    rechecks those polled longest ago, in that order, and leaves the freshest be.
+
+    8 jobs at 1 request per 10 s: the first round takes 80 s; with a 200 s deadline the
+    sweep gets the last quarter, 50 s, room for 5 polls."""
+    clock = VirtualClock()
+    ids = list(range(1, 9))
+    api = FakeApi(clock, {n: [(0, "PROCESSING")] for n in ids}, latency=0.1)
+    settings = config(rate=Rate(1, 10.0), min_delay=300.0, max_delay=300.0, deadline=200.0)
+    events = await run(api, ids, settings)
+    assert [job_id for _, job_id in api.polls[: len(ids)]] == ids
+    swept = [job_id for at, job_id in api.polls if at >= settings.deadline * 3 / 4]
+    assert swept == [1, 2, 3, 4, 5]
+    assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
+
+
 async def test_a_short_budget_is_announced_with_numbers() -> None:
     """A warning event says when the budget cannot poll every job once per max_delay."""
     clock = VirtualClock()
