@@ -14,7 +14,12 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from async_poller import poll_jobs
 from async_poller._state.store import StateStore
+from async_poller.clock import SystemClock
+from async_poller.config import Config, Credentials
+from async_poller.events import Result
+from async_poller.redact import Secret
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .conftest import TIME_SCALE, Poll
@@ -53,6 +58,65 @@ async def test_resume_skips_final_jobs_and_reports_only_changes(
     assert sum(v for k, v in second.summary["counts"].items() if k != "pending") == 7
     first_seen = [e for e in second.of("transition") if e["job_id"] in slow][:3]
     assert all(e["from"] is not None for e in first_seen), "transitions are relative to the store"
+
+
+@pytest.mark.simulator(time_scale=600.0)
+async def test_event_id_is_the_same_in_two_runs_on_one_state_file(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """Two separate processes on the same state file that each end a job the same way emit
+    the same `event_id` for it, so a consumer can tell the second result is no news."""
+    state = tmp_path / "state.db"
+    ids = simulator.create_jobs(2, processing_s=36_000.0)
+    runs = [await poll("--state", str(state), "--deadline", "2m", *ids_arg(ids)) for _ in "ab"]
+    assert [run.code for run in runs] == [3, 3], runs[-1].stderr
+    first, second = (
+        {j: (r["status"], r["event_id"]) for j, r in run.results.items()} for run in runs
+    )
+    assert set(first) == set(ids)
+    assert {status for status, _ in first.values()} == {"TIMED_OUT"}
+    assert second == first
+
+
+@pytest.mark.simulator(time_scale=600.0)
+async def test_a_result_stored_but_not_written_is_written_next_run_with_its_event_id(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """A run that stops right after a result was handed over, before the consumer asked for
+    the next event (a crash while writing it), leaves it stored but not marked written: the
+    next run writes it, with the same `event_id`, without polling the job again; the run
+    after that does not write it again."""
+    state = tmp_path / "state.db"
+    [quick] = simulator.create_jobs(1, outcome="COMPLETED", queued_s=0.0, processing_s=0.0)
+    slow = simulator.create_jobs(1, processing_s=36_000.0)
+    settings = Config(
+        credentials=Credentials(refresh_token=Secret(simulator.refresh_token)),
+        base_url=simulator.base_url,
+        state_file=state,
+        deadline=600.0,
+        seed=1,
+    )
+    clock = SystemClock(scale=simulator.config.time_scale)
+    crashed: Result | None = None
+    async for event in poll_jobs([quick, *slow], settings, clock=clock):
+        if isinstance(event, Result):
+            crashed = event
+            break  # the consumer never asks for the next event
+    assert crashed is not None
+    assert (crashed.job_id, crashed.status) == (quick, "COMPLETED")
+    with StateStore.open(state, readonly=True) as store:
+        stored = store.load([quick])[quick]
+    assert (stored.result, stored.emitted) == ("COMPLETED", False)
+
+    boundary = simulator.clock.now()
+    after = await poll("--state", str(state), "--deadline", "2m", *ids_arg([quick, *slow]))
+    assert after.code == 3, after.stderr
+    rewritten = after.results[quick]
+    assert (rewritten["status"], rewritten["event_id"]) == ("COMPLETED", crashed.event_id)
+    assert quick not in status_polls(simulator, since=boundary)
+    again = await poll("--state", str(state), "--deadline", "2m", *ids_arg([quick, *slow]))
+    assert again.code == 3, again.stderr
+    assert set(again.results) == set(slow), "a written result is not written again"
 
 
 async def test_once_with_state_converges(simulator: Simulator, poll: Poll, tmp_path: Path) -> None:
