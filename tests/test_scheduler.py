@@ -145,7 +145,12 @@ async def test_a_status_change_starts_the_delays_over_from_min_delay() -> None:
     that sees a new status is followed by one after about min_delay (10 s, +20% jitter),
     not by the grown delay."""
     clock = VirtualClock()
-    timeline = [(0, "QUEUED"), (1000, "PREPARING"), (2000, "PROCESSING"), (3000, "COMPLETED")]
+    timeline: Timeline = [
+        (0, "QUEUED"),
+        (1000, "PREPARING"),
+        (2000, "PROCESSING"),
+        (3000, "COMPLETED"),
+    ]
     api = FakeApi(clock, {1: timeline})
     events = await run(api, [1], config(min_delay=10.0, max_delay=300.0, thrifty=True))
     assert results(events)[1].status == "COMPLETED"
