@@ -19,6 +19,7 @@ from async_poller._state.store import StateStore
 from async_poller.clock import SystemClock
 from async_poller.config import Config, Credentials
 from async_poller.events import Result
+from async_poller.outcome import TERMINAL
 from async_poller.redact import Secret
 from async_poller.simulator import Simulator, SimulatorConfig
 
@@ -119,18 +120,27 @@ async def test_a_result_stored_but_not_written_is_written_next_run_with_its_even
     assert set(again.results) == set(slow), "a written result is not written again"
 
 
+@pytest.mark.simulator(processing_s=120.0)
 async def test_once_with_state_converges(simulator: Simulator, poll: Poll, tmp_path: Path) -> None:
-    """--once runs exit 3 while anything is pending, then the exit code of the whole input."""
+    """--once runs exit 3 while a job they polled is under way (as the simulator answered
+    it), then the exit code of the whole input; a job final in the store is not polled."""
     state = tmp_path / "state.db"
     ids = simulator.create_jobs(5)
-    codes = []
-    for _ in range(40):
+    truth = {job.id: job for job in simulator.truth()}
+    codes: list[int] = []
+    for _ in range(60):
+        boundary = simulator.clock.now()
         run = await poll("--once", "--state", str(state), *ids_arg(ids))
+        polled = [(r.job_id, r.at) for r in simulator.requests if r.at > boundary and r.job_id]
+        under_way = [job for job, at in polled if truth[job].status_at(at) not in TERMINAL]
+        assert polled, "a --once run polls every job not final yet"
+        expected = 3 if under_way else true_exit_code(simulator, ids)
+        assert run.code == expected, (under_way, run.stderr)
         codes.append(run.code)
         if run.code != 3:
             break
         await asyncio.sleep(0.3)
-    assert codes[0] == 3
+    assert 3 in codes, "the first run found the jobs under way (they take two minutes)"
     assert codes[-1] == true_exit_code(simulator, ids)
     assert run.summary["counts"]["pending"] == 0
 
@@ -140,12 +150,13 @@ async def test_second_run_on_a_locked_state_file_exits_5(
 ) -> None:
     """While one run holds the state file, another exits 5 at once and sends nothing."""
     state = tmp_path / "state.db"
-    ids = simulator.create_jobs(3, processing_s=600.0)
-    holder = asyncio.create_task(poll("--state", str(state), "--deadline", "5m", *ids_arg(ids)))
-    for _ in range(200):
-        if status_polls(simulator):
+    ids = simulator.create_jobs(3, processing_s=36_000.0)
+    holder = asyncio.create_task(poll("--state", str(state), "--deadline", "10h", *ids_arg(ids)))
+    for _ in range(600):  # the holder has the state file once it polls; 30 s at most
+        if status_polls(simulator) or holder.done():
             break
         await asyncio.sleep(0.05)
+    assert status_polls(simulator), "the first run never started polling"
     async with Simulator(SimulatorConfig(time_scale=TIME_SCALE)) as other:
         env = clean_env(
             LUCIDITY_BASE_URL=other.base_url, LUCIDITY_REFRESH_TOKEN=other.refresh_token
@@ -155,6 +166,7 @@ async def test_second_run_on_a_locked_state_file_exits_5(
         assert locked.stdout == b""
         assert "in use by another async-poller run" in locked.stderr
         assert other.requests == []
+    assert not holder.done(), "the first run held the state file all along"
     holder.cancel()
     await asyncio.gather(holder, return_exceptions=True)
 
