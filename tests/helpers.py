@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections import Counter
@@ -99,7 +100,9 @@ async def run_cli(
     return CliRun(process.returncode, stdout, stderr.decode("utf-8", "replace"))
 
 
-def early_retries(simulator: Simulator, min_delay: float) -> tuple[int, int]:
+def early_retries(
+    simulator: Simulator, min_delay: float, *, until: float = math.inf
+) -> tuple[int, int]:
     """(early retries, other status requests), counted from what the simulator received.
 
     A status request is an early retry when it came less than `min_delay` after the same
@@ -107,11 +110,13 @@ def early_retries(simulator: Simulator, min_delay: float) -> tuple[int, int]:
     after a failure, a job that is not retried early waits at least `min_delay`. The count
     is a lower bound (a late early retry looks like a regular poll), so a test asserting
     that early retries stay within the retry budget cannot fail for the wrong reason.
+    Requests from `until` on (simulator time) are left out: a run's final sweep wakes jobs
+    before their time.
     """
     last: dict[int, RequestRecord] = {}
     early = other = 0
     for record in simulator.requests:
-        if record.path != STATUS_PATH or record.job_id is None:
+        if record.path != STATUS_PATH or record.job_id is None or record.at >= until:
             continue
         before = last.get(record.job_id)
         last[record.job_id] = record
