@@ -58,6 +58,7 @@ async def test_resume_skips_final_jobs_and_reports_only_changes(
     assert second.events[0]["jobs"] == 7
     assert sum(v for k, v in second.summary["counts"].items() if k != "pending") == 7
     first_seen = [e for e in second.of("transition") if e["job_id"] in slow][:3]
+    assert first_seen, "the slow jobs moved on in the second run"
     assert all(e["from"] is not None for e in first_seen), "transitions are relative to the store"
 
 
