@@ -76,6 +76,22 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+async def start_cli(
+    *args: str, env: dict[str, str], stderr: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start `python -m async_poller ARGS`, its stdout a pipe to read while it runs."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_poller",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env=env,
+    )
+
+
 async def run_cli(
     *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, wait_s: float = 90.0
 ) -> CliRun:

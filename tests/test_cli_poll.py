@@ -16,7 +16,7 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import Poll
-from .helpers import clean_env, ids_arg, run_cli, true_exit_code
+from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
 
 
 def assert_matches_truth(
@@ -334,20 +334,9 @@ async def test_each_event_reaches_a_pipe_while_the_run_goes_on(simulator: Simula
         LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
     )
     assert "PYTHONUNBUFFERED" not in env
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_poller",
-        "poll",
-        "--time-scale",
-        str(simulator.config.time_scale),
-        "--deadline",
-        "2h",
-        *ids_arg(ids),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
+    scale = str(simulator.config.time_scale)
+    process = await start_cli(
+        "poll", "--time-scale", scale, "--deadline", "2h", *ids_arg(ids), env=env
     )
     assert process.stdout is not None
     try:

@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import struct
-import sys
 import termios
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import TIME_SCALE, Poll
-from .helpers import CliRun, clean_env, ids_arg, true_exit_code
+from .helpers import CliRun, clean_env, ids_arg, start_cli, true_exit_code
 
 ESC = "\x1b["
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -53,16 +52,7 @@ async def run_on_terminal(*args: str, env: dict[str, str], wait_s: float = 90.0)
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "async_poller",
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=terminal,
-            env=env,
-        )
+        process = await start_cli(*args, env=env, stderr=terminal)
     finally:
         os.close(terminal)
     try:

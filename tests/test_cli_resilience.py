@@ -16,7 +16,7 @@ import trustme
 from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 
 from .conftest import QUICK_JOBS, TIME_SCALE, Poll
-from .helpers import clean_env, early_retries, ids_arg, run_cli, true_exit_code
+from .helpers import clean_env, early_retries, ids_arg, run_cli, start_cli, true_exit_code
 
 
 @pytest.fixture(scope="session")
@@ -81,19 +81,8 @@ async def test_signals_write_a_summary_and_exit_promptly(
     env = clean_env(
         LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_poller",
-        "poll",
-        "--time-scale",
-        str(TIME_SCALE),
-        *ids_arg(ids),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    args = ("poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids))
+    process = await start_cli(*args, env=env, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     first = await asyncio.wait_for(process.stdout.readline(), 30)
     assert b'"event":"start"' in first

@@ -6,7 +6,6 @@ import asyncio
 import random
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from async_poller.redact import Secret
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .conftest import TIME_SCALE, Poll
-from .helpers import clean_env, ids_arg, run_cli, true_exit_code
+from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
 
 STATUS_PATH = "/external/client/api/v1/agent/install/status"
 
@@ -227,16 +226,7 @@ async def test_metrics_file_is_written_and_parses(
 async def _run_and_kill(
     args: list[str], env: dict[str, str], kill_after: float
 ) -> tuple[bytes, int]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_poller",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
+    process = await start_cli(*args, env=env)
     assert process.stdout is not None
     reading = asyncio.create_task(process.stdout.read())
     done, _ = await asyncio.wait({reading}, timeout=kill_after)
