@@ -9,7 +9,7 @@ import pytest
 
 from async_poller.simulator import Simulator, SimulatorConfig
 
-from .helpers import CliRun, clean_env, run_cli
+from .helpers import UNSET, CliRun, clean_env, run_cli
 from .redis_server import RedisServer, redis_binary, running_redis
 
 TIME_SCALE = 60.0
@@ -31,6 +31,14 @@ def private_state_home(
     """Each test's CLI runs share their budget (`--budget-store auto`) in a store of the
     test's own: a port reused by a later test's simulator must not inherit a pause."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def environment_as_under_cron(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes the tests start inherit no `UNSET` variable (PYTHONUNBUFFERED), even those
+    started without `clean_env()`."""
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 import orjson
 
+from async_poller._lucidity.client import STATUS_PATH
 from async_poller.events import event_schema
+from async_poller.outcome import exit_code_for
+from async_poller.simulator import RequestRecord, Simulator
 
 
 @cache
@@ -55,10 +61,35 @@ class CliRun:
         return events[-1]
 
 
+UNSET: Final = frozenset({"PYTHONUNBUFFERED"})
+"""Variables no CLI under test inherits: cron, systemd and CI do not set PYTHONUNBUFFERED,
+so a test must not hide output that only a flush at exit would write."""
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any Lucidity settings, plus `extra`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LUCIDITY_")}
+    """The test process's environment without any Lucidity settings or `UNSET`, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("LUCIDITY_") and key not in UNSET
+    }
     return env | extra
+
+
+async def start_cli(
+    *args: str, env: dict[str, str], stderr: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start `python -m async_poller ARGS`, its stdout a pipe to read while it runs."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_poller",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env=env,
+    )
 
 
 async def run_cli(
@@ -83,6 +114,45 @@ async def run_cli(
         raise
     assert process.returncode is not None
     return CliRun(process.returncode, stdout, stderr.decode("utf-8", "replace"))
+
+
+def early_retries(
+    simulator: Simulator, min_delay: float, *, until: float = math.inf
+) -> tuple[int, int]:
+    """(early retries, other status requests), counted from what the simulator received.
+
+    A status request is an early retry when it came less than `min_delay` after the same
+    job's previous request and that one failed (no answer, or a 5xx that names no pause):
+    after a failure, a job that is not retried early waits at least `min_delay`. The count
+    is a lower bound (a late early retry looks like a regular poll), so a test asserting
+    that early retries stay within the retry budget cannot fail for the wrong reason.
+    Requests from `until` on (simulator time) are left out: a run's final sweep wakes jobs
+    before their time.
+    """
+    last: dict[int, RequestRecord] = {}
+    early = other = 0
+    for record in simulator.requests:
+        if record.path != STATUS_PATH or record.job_id is None or record.at >= until:
+            continue
+        before = last.get(record.job_id)
+        last[record.job_id] = record
+        failed = before is not None and (
+            not before.refused
+            and before.retry_after is None
+            and (before.http_status is None or before.http_status >= 500)
+        )
+        if failed and before is not None and record.at - before.at < min_delay:
+            early += 1
+        else:
+            other += 1
+    return early, other
+
+
+def true_exit_code(simulator: Simulator, ids: Iterable[int]) -> int:
+    """The exit code of a run that sees every job in `ids` to the end, from the simulator's
+    ground truth (an id it never created ends NOT_FOUND)."""
+    truth = {job.id: job.final_status for job in simulator.truth()}
+    return exit_code_for(Counter(truth.get(job_id, "NOT_FOUND") for job_id in ids))
 
 
 def ids_arg(ids: list[int]) -> list[str]:

@@ -33,6 +33,7 @@ def test_quick_benchmarks_write_results(tmp_path: Path) -> None:
     for comparison in results["headroom"]["runs"]:
         for figures in [comparison["round_robin"], *comparison["clients"].values()]:
             assert figures["jobs"] == figures["results"]
+    assert results["scale"]["read"]
     assert all(read["valid"] for read in results["scale"]["read"])
     servers = results["limiters"]["rows"]
     assert [(row["limiter"], row["refusal"][:3]) for row in servers] == [

@@ -16,7 +16,7 @@ import trustme
 from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 
 from .conftest import QUICK_JOBS, TIME_SCALE, Poll
-from .helpers import clean_env, ids_arg, run_cli
+from .helpers import clean_env, early_retries, ids_arg, run_cli, start_cli, true_exit_code
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ async def test_ca_bundle_makes_a_private_ca_trusted(
     run = await run_cli(
         "poll", "--time-scale", str(TIME_SCALE), "--ca-bundle", str(bundle), *ids_arg(ids), env=env
     )
-    assert run.code in (0, 1), run.stderr
+    assert run.code == true_exit_code(tls_simulator, ids), run.stderr
     assert set(run.results) == set(ids)
 
 
@@ -81,19 +81,8 @@ async def test_signals_write_a_summary_and_exit_promptly(
     env = clean_env(
         LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_poller",
-        "poll",
-        "--time-scale",
-        str(TIME_SCALE),
-        *ids_arg(ids),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    args = ("poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids))
+    process = await start_cli(*args, env=env, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     first = await asyncio.wait_for(process.stdout.readline(), 30)
     assert b'"event":"start"' in first
@@ -141,12 +130,32 @@ async def test_an_outage_is_ridden_out_within_the_retry_budget(
     budget, and once the API recovers every job completes."""
     ids = simulator.create_jobs(30)
     run = await poll(*ids_arg(ids))
-    assert run.code in (0, 1), run.stderr
+    assert run.code == true_exit_code(simulator, ids), run.stderr
     assert len(run.results) == 30
     assert run.of("poll_error")
-    first_tries = run.summary["requests"] - run.summary["retries"]
-    assert run.summary["retries"] <= 10 + 0.2 * first_tries
+    early, first_tries = early_retries(simulator, min_delay=10.0)
+    assert early <= 10 + 0.2 * first_tries
     assert simulator.max_in_window(60.0) <= 45
+
+
+@pytest.mark.simulator(
+    time_scale=600.0,
+    rate_limit=10_000,
+    unknown_rate=0.0,
+    processing_s=300.0,
+    faults=FaultPlan(rates={"http_500": 0.5}),
+)
+async def test_early_retries_stay_within_the_retry_budget(simulator: Simulator, poll: Poll) -> None:
+    """Half the polls answered 500, under a rate budget with room to spare: the server sees
+    at most 10 early retries plus one per five other requests (the retry budget), not an
+    early retry after every failure; every job still ends with its true status."""
+    ids = simulator.create_jobs(30)
+    run = await poll("--rate", "6000/min", "--min-delay", "60", "--max-delay", "120", *ids_arg(ids))
+    assert run.code == true_exit_code(simulator, ids), run.stderr
+    early, others = early_retries(simulator, min_delay=60.0)
+    failures = sum(r.http_status == 500 for r in simulator.requests)
+    assert failures >= 20, "the run met the failures it is about"
+    assert early <= 10 + 0.2 * others, f"{early} early retries after {others} other requests"
 
 
 @pytest.mark.simulator(faults=FaultPlan(windows=((0.0, math.inf, "token_500"),)))

@@ -6,7 +6,6 @@ import asyncio
 import random
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,17 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from async_poller import poll_jobs
 from async_poller._state.store import StateStore
+from async_poller.clock import SystemClock
+from async_poller.config import Config, Credentials
+from async_poller.events import Result
+from async_poller.outcome import TERMINAL
+from async_poller.redact import Secret
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .conftest import TIME_SCALE, Poll
-from .helpers import clean_env, ids_arg, run_cli
+from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
 
 STATUS_PATH = "/external/client/api/v1/agent/install/status"
 
@@ -46,28 +51,97 @@ async def test_resume_skips_final_jobs_and_reports_only_changes(
 
     boundary = simulator.clock.now()
     second = await poll("--state", str(state), *ids_arg(quick + slow))
-    assert second.code in (0, 1)
+    assert second.code == true_exit_code(simulator, quick + slow), second.stderr
     assert set(second.results) == set(slow), "final results are emitted once across runs"
     assert not set(status_polls(simulator, since=boundary)) & set(quick)
     assert second.events[0]["jobs"] == 7
     assert sum(v for k, v in second.summary["counts"].items() if k != "pending") == 7
     first_seen = [e for e in second.of("transition") if e["job_id"] in slow][:3]
+    assert first_seen, "the slow jobs moved on in the second run"
     assert all(e["from"] is not None for e in first_seen), "transitions are relative to the store"
 
 
+@pytest.mark.simulator(time_scale=600.0)
+async def test_event_id_is_the_same_in_two_runs_on_one_state_file(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """Two separate processes on the same state file that each end a job the same way emit
+    the same `event_id` for it, so a consumer can tell the second result is no news."""
+    state = tmp_path / "state.db"
+    ids = simulator.create_jobs(2, processing_s=36_000.0)
+    runs = [await poll("--state", str(state), "--deadline", "2m", *ids_arg(ids)) for _ in "ab"]
+    assert [run.code for run in runs] == [3, 3], runs[-1].stderr
+    first, second = (
+        {j: (r["status"], r["event_id"]) for j, r in run.results.items()} for run in runs
+    )
+    assert set(first) == set(ids)
+    assert {status for status, _ in first.values()} == {"TIMED_OUT"}
+    assert second == first
+
+
+@pytest.mark.simulator(time_scale=600.0)
+async def test_a_result_stored_but_not_written_is_written_next_run_with_its_event_id(
+    simulator: Simulator, poll: Poll, tmp_path: Path
+) -> None:
+    """A run that stops right after a result was handed over, before the consumer asked for
+    the next event (a crash while writing it), leaves it stored but not marked written: the
+    next run writes it, with the same `event_id`, without polling the job again; the run
+    after that does not write it again."""
+    state = tmp_path / "state.db"
+    [quick] = simulator.create_jobs(1, outcome="COMPLETED", queued_s=0.0, processing_s=0.0)
+    slow = simulator.create_jobs(1, processing_s=36_000.0)
+    settings = Config(
+        credentials=Credentials(refresh_token=Secret(simulator.refresh_token)),
+        base_url=simulator.base_url,
+        state_file=state,
+        deadline=600.0,
+        seed=1,
+    )
+    clock = SystemClock(scale=simulator.config.time_scale)
+    crashed: Result | None = None
+    async for event in poll_jobs([quick, *slow], settings, clock=clock):
+        if isinstance(event, Result):
+            crashed = event
+            break  # the consumer never asks for the next event
+    assert crashed is not None
+    assert (crashed.job_id, crashed.status) == (quick, "COMPLETED")
+    with StateStore.open(state, readonly=True) as store:
+        stored = store.load([quick])[quick]
+    assert (stored.result, stored.emitted) == ("COMPLETED", False)
+
+    boundary = simulator.clock.now()
+    after = await poll("--state", str(state), "--deadline", "2m", *ids_arg([quick, *slow]))
+    assert after.code == 3, after.stderr
+    rewritten = after.results[quick]
+    assert (rewritten["status"], rewritten["event_id"]) == ("COMPLETED", crashed.event_id)
+    assert quick not in status_polls(simulator, since=boundary)
+    again = await poll("--state", str(state), "--deadline", "2m", *ids_arg([quick, *slow]))
+    assert again.code == 3, again.stderr
+    assert set(again.results) == set(slow), "a written result is not written again"
+
+
+@pytest.mark.simulator(processing_s=120.0)
 async def test_once_with_state_converges(simulator: Simulator, poll: Poll, tmp_path: Path) -> None:
-    """--once runs exit 3 while anything is pending, then the exit code of the whole input."""
+    """--once runs exit 3 while a job they polled is under way (as the simulator answered
+    it), then the exit code of the whole input; a job final in the store is not polled."""
     state = tmp_path / "state.db"
     ids = simulator.create_jobs(5)
-    codes = []
-    for _ in range(40):
+    truth = {job.id: job for job in simulator.truth()}
+    codes: list[int] = []
+    for _ in range(60):
+        boundary = simulator.clock.now()
         run = await poll("--once", "--state", str(state), *ids_arg(ids))
+        polled = [(r.job_id, r.at) for r in simulator.requests if r.at > boundary and r.job_id]
+        under_way = [job for job, at in polled if truth[job].status_at(at) not in TERMINAL]
+        assert polled, "a --once run polls every job not final yet"
+        expected = 3 if under_way else true_exit_code(simulator, ids)
+        assert run.code == expected, (under_way, run.stderr)
         codes.append(run.code)
         if run.code != 3:
             break
         await asyncio.sleep(0.3)
-    assert codes[0] == 3
-    assert codes[-1] in (0, 1)
+    assert 3 in codes, "the first run found the jobs under way (they take two minutes)"
+    assert codes[-1] == true_exit_code(simulator, ids)
     assert run.summary["counts"]["pending"] == 0
 
 
@@ -76,12 +150,13 @@ async def test_second_run_on_a_locked_state_file_exits_5(
 ) -> None:
     """While one run holds the state file, another exits 5 at once and sends nothing."""
     state = tmp_path / "state.db"
-    ids = simulator.create_jobs(3, processing_s=600.0)
-    holder = asyncio.create_task(poll("--state", str(state), "--deadline", "5m", *ids_arg(ids)))
-    for _ in range(200):
-        if status_polls(simulator):
+    ids = simulator.create_jobs(3, processing_s=36_000.0)
+    holder = asyncio.create_task(poll("--state", str(state), "--deadline", "10h", *ids_arg(ids)))
+    for _ in range(600):  # the holder has the state file once it polls; 30 s at most
+        if status_polls(simulator) or holder.done():
             break
         await asyncio.sleep(0.05)
+    assert status_polls(simulator), "the first run never started polling"
     async with Simulator(SimulatorConfig(time_scale=TIME_SCALE)) as other:
         env = clean_env(
             LUCIDITY_BASE_URL=other.base_url, LUCIDITY_REFRESH_TOKEN=other.refresh_token
@@ -91,6 +166,7 @@ async def test_second_run_on_a_locked_state_file_exits_5(
         assert locked.stdout == b""
         assert "in use by another async-poller run" in locked.stderr
         assert other.requests == []
+    assert not holder.done(), "the first run held the state file all along"
     holder.cancel()
     await asyncio.gather(holder, return_exceptions=True)
 
@@ -150,16 +226,7 @@ async def test_metrics_file_is_written_and_parses(
 async def _run_and_kill(
     args: list[str], env: dict[str, str], kill_after: float
 ) -> tuple[bytes, int]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_poller",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
+    process = await start_cli(*args, env=env)
     assert process.stdout is not None
     reading = asyncio.create_task(process.stdout.read())
     done, _ = await asyncio.wait({reading}, timeout=kill_after)

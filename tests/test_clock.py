@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -17,12 +18,34 @@ def test_rfc3339_has_milliseconds_and_z() -> None:
     assert rfc3339(1_800_000_000.1234) == "2027-01-15T08:00:00.123Z"
 
 
-async def test_system_clock_scales_sleep() -> None:
-    """At scale 1000, a 50-second sleep advances the clock by about 50 seconds."""
+async def test_system_clock_scales_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At scale 1000, a 50-second sleep is a 0.05-second timer of the event loop, and the
+    clock has moved on by at least 50 seconds when it returns."""
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_later = loop.call_later
+
+    def spy(delay: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        timers.append(delay)
+        return call_later(delay, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", spy)
     clock = SystemClock(scale=1000.0)
     before = clock.now()
     await clock.sleep(50.0)
-    assert clock.now() - before >= 50.0
+    after = clock.now()
+    monkeypatch.undo()
+    assert timers == [0.05]
+    assert after - before >= 50.0
+
+
+def test_system_clock_reads_scaled_monotonic_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`now()` is the monotonic time times the scale: 2.5 real seconds are 2500 at 1000."""
+    clock = SystemClock(scale=1000.0)
+    readings = iter([100.0, 102.5])
+    monkeypatch.setattr(time, "monotonic", lambda: next(readings))
+    assert clock.now() == 100_000.0
+    assert clock.now() == 102_500.0
 
 
 async def test_system_clock_timeout_is_scaled() -> None:

@@ -18,6 +18,7 @@ import asyncio
 import bisect
 import contextlib
 import itertools
+import math
 import os
 import time
 from collections import Counter
@@ -28,10 +29,12 @@ from typing import Any
 
 import pytest
 
+from async_poller.config import Config, Credentials
+from async_poller.redact import Secret
 from async_poller.simulator import FaultPlan, JobTruth, RequestRecord, Simulator, SimulatorConfig
 
 from .conftest import TIME_SCALE
-from .helpers import CliRun, clean_env, run_cli
+from .helpers import CliRun, clean_env, early_retries, run_cli
 
 pytestmark = pytest.mark.faults
 
@@ -54,8 +57,14 @@ IN_FLIGHT_GRACE_S = 1.0 / 60.0
 DEADLINE_SLACK_S = 5.0 / 60.0
 """Real seconds before the deadline after which an answer may no longer reach the client."""
 DATE_FORMS = ("http_date", "rfc850_date", "asctime_date")
-MAX_NOT_FOUND = 3
-"""404 answers in a row after which a job ends NOT_FOUND (`Config.max_not_found`)."""
+DEFAULTS = Config(credentials=Credentials(access_token=Secret("unused")))
+"""The client's settings the suite leaves at their defaults."""
+MAX_NOT_FOUND = DEFAULTS.max_not_found
+"""404 answers in a row after which a job ends NOT_FOUND."""
+MALFORMED = frozenset(
+    {"truncated_json", "html_error", "oversized_body", "wrong_id", "unknown_status"}
+)
+"""Faults whose answers the client takes as malformed (`bad_response`)."""
 
 
 @dataclass(frozen=True)
@@ -358,6 +367,11 @@ def assert_invariants(outcome: Outcome) -> None:
     assert sim.max_in_window(60.0) <= scenario.rate, "a 60 s window held more than --rate"
     assert_throttles_honoured(outcome)
     assert summary["retries"] <= 10 + 0.2 * (summary["requests"] - summary["retries"])
+    # The final sweep starts at 3/4 of the deadline, counted from just before the first
+    # request: nothing from half the deadline on counts.
+    until = sim.requests[0].at + scenario.deadline / 2 if scenario.deadline else math.inf
+    early, others = early_retries(sim, min_delay=DEFAULTS.min_delay, until=until)
+    assert early <= 10 + 0.2 * others, "early retries the simulator saw, over the retry budget"
     if scenario.restart_after is not None:
         assert {e["kind"] for e in outcome.of("poll_error")} >= {"connection"}
         assert summary["requests"] >= len(sim.requests), "refused requests count too"
@@ -375,7 +389,8 @@ def assert_invariants(outcome: Outcome) -> None:
 def assert_results_match_truth(outcome: Outcome, results: dict[int, dict[str, Any]]) -> None:
     """Each result is the job's true final status, reason and instances, or NOT_FOUND for an
     id the simulator never issued. With a deadline, a job may end TIMED_OUT instead, unless
-    the simulator's record shows that the client was told the end in time."""
+    the simulator's record shows that the client was told the end in time; and a job may end
+    ERROR (with a reason) when the record shows malformed answers lasting long enough."""
     scenario, sim = outcome.scenario, outcome.sim
     truth = {job.id: job for job in sim.truth()}
     told = told_in_time(outcome, truth) if scenario.deadline is not None else set(results)
@@ -383,6 +398,8 @@ def assert_results_match_truth(outcome: Outcome, results: dict[int, dict[str, An
         job = truth.get(job_id)
         if result["status"] == "TIMED_OUT" and job_id not in told:
             assert job is None or plausible_last_status(job, result["last_status"]), result
+        elif result["status"] == "ERROR" and malformed_long_enough(sim.requests, job_id):
+            assert result.get("reason"), result
         elif job is None:
             assert result["status"] == "NOT_FOUND", result
         else:
@@ -422,6 +439,21 @@ def told_in_time(outcome: Outcome, truth: Mapping[int, JobTruth]) -> set[int]:
         elif r.http_status not in (401, 429) and r.retry_after is None:
             not_found_row[job_id] = 0
     return told
+
+
+def malformed_long_enough(records: list[RequestRecord], job_id: int) -> bool:
+    """Whether the simulator gave `job_id` malformed answers (bodies that are not a status
+    of this job) over at least the client's `bad_response_window`: then ending ERROR is the
+    contract, not a bug.
+
+    Measured from the first such answer to the last, whatever came in between: on a loaded
+    machine a good answer the simulator sent may reach the client after its request timed
+    out, and then it does not start the window over. The client times answers on receipt,
+    the simulator on arrival: twice the request timeout is allowed for the difference.
+    """
+    malformed = [r.at for r in records if r.job_id == job_id and r.fault in MALFORMED]
+    slack = 2 * DEFAULTS.request_timeout
+    return bool(malformed) and malformed[-1] - malformed[0] >= DEFAULTS.bad_response_window - slack
 
 
 def plausible_last_status(job: JobTruth, last_status: str | None) -> bool:

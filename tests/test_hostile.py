@@ -121,6 +121,7 @@ async def test_a_maintenance_window_served_as_200_is_ridden_out(
 
     async with HostileServer(status) as server:
         run = await run_cli("poll", *FAST, "--min-delay", "1s", *ids_arg([1, 2]), env=server.env())
+        assert {1, 2} == set(server.polls)
         assert all(polls > 5 for polls in server.polls.values()), server.polls
     assert 0 == run.code, run.stderr
     assert {"COMPLETED"} == {result["status"] for result in run.results.values()}

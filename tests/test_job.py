@@ -36,3 +36,17 @@ def test_other_failures_neither_count_nor_break_the_window() -> None:
     job.observe(MAINTENANCE, 0.0)
     assert job.observe(RetryLater("http", 503, "HTTP 503"), 60.0).ending is None
     assert job.observe(MAINTENANCE, 120.0).ending is not None
+
+
+def test_bad_and_good_answers_in_turn_never_end_the_job() -> None:
+    """Malformed answers, then a good one, again and again for ten windows: every good
+    answer starts the window over, also one that repeats the status (no transition), so
+    the job never ends ERROR however long the flapping lasts."""
+    job = JobTracker(1, GiveUpLimits(bad_response_window=120.0))
+    job.observe(JobState("PROCESSING"), 0.0)
+    for start in range(10, 1200, 100):
+        assert job.observe(MAINTENANCE, float(start)).ending is None
+        assert job.observe(MAINTENANCE, start + 80.0).ending is None
+        step = job.observe(JobState("PROCESSING"), start + 90.0)
+        assert (step.transition, step.ending) == (None, None)
+    assert not job.done

@@ -159,6 +159,7 @@ async def test_debug_logs_every_request_without_the_token(simulator: Simulator, 
     ids = simulator.create_jobs(3)
     run = await poll("--log-level", "debug", "--log-format", "json", *ids_arg(ids))
     requests = [line for line in json_lines(run.stderr) if line["event"] == "request"]
+    assert requests
     assert run.summary["requests"] == len(requests)
     assert {"GET", "POST"} >= {line["method"] for line in requests}
     assert all(line["path"].startswith("/external/") for line in requests)

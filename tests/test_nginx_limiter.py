@@ -24,7 +24,7 @@ import pytest
 
 from async_poller.simulator import Simulator
 
-from .helpers import CliRun, clean_env, ids_arg, run_cli
+from .helpers import CliRun, clean_env, ids_arg, run_cli, true_exit_code
 from .nginx import Nginx, NginxLimit, find_nginx, free_port, required, running_nginx
 
 REAL_TIME_JOBS: Final[dict[str, Any]] = {
@@ -79,7 +79,7 @@ def assert_ground_truth(run: CliRun, simulator: Simulator, nginx: Nginx) -> None
     expected = {job.id: job.final_status for job in simulator.truth()}
     actual = {job_id: result["status"] for job_id, result in run.results.items()}
     assert expected == actual, context
-    assert run.code in (0, 1), context
+    assert run.code == true_exit_code(simulator, list(expected)), context
 
 
 @pytest.mark.nginx

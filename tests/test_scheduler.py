@@ -140,6 +140,30 @@ async def test_thrifty_polls_of_a_job_respect_min_and_max_delay() -> None:
     assert len(times) < 3000 / 60, "delays grew beyond min_delay"
 
 
+async def test_a_status_change_starts_the_delays_over_from_min_delay() -> None:
+    """Polling by backoff alone, the delays grow while the status stays the same; the poll
+    that sees a new status is followed by one after about min_delay (10 s, +20% jitter),
+    not by the grown delay."""
+    clock = VirtualClock()
+    timeline: Timeline = [
+        (0, "QUEUED"),
+        (1000, "PREPARING"),
+        (2000, "PROCESSING"),
+        (3000, "COMPLETED"),
+    ]
+    api = FakeApi(clock, {1: timeline})
+    events = await run(api, [1], config(min_delay=10.0, max_delay=300.0, thrifty=True))
+    assert results(events)[1].status == "COMPLETED"
+    times = [t for t, _ in api.polls]
+    seen = [next(s for start, s in reversed(timeline) if t >= start) for t in times]
+    changes = [n for n in range(1, len(times) - 1) if seen[n] != seen[n - 1]]
+    assert [seen[n] for n in changes] == ["PREPARING", "PROCESSING"]
+    for n in changes:
+        assert times[n] - times[n - 1] >= 100.0, "the delays had grown before the change"
+        after = times[n + 1] - times[n]
+        assert after <= 10.0 * 1.2 + api.latency + 1e-6, f"{after:.0f} s after {seen[n]}"
+
+
 @pytest.mark.parametrize(("jobs", "longest"), [(1, 10.0), (5, 10.0), (40, 40 / 0.75)])
 async def test_headroom_keeps_every_job_within_one_round(jobs: int, longest: float) -> None:
     """While the budget has room, no job waits longer than one round of all unfinished jobs
@@ -348,6 +372,23 @@ async def test_final_sweep_rechecks_every_job_before_the_deadline() -> None:
     last_poll = {job_id: at for at, job_id in api.polls}
     sweep_window = min(len(ids) / settings.rate.per_second, settings.deadline / 4)
     assert all(at >= settings.deadline - sweep_window for at in last_poll.values())
+    assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
+
+
+async def test_a_sweep_short_of_budget_rechecks_the_stalest_jobs() -> None:
+    """When the budget left before the deadline cannot recheck every job, the final sweep
+    rechecks those polled longest ago, in that order, and leaves the freshest be.
+
+    8 jobs at 1 request per 10 s: the first round takes 80 s; with a 200 s deadline the
+    sweep gets the last quarter, 50 s, room for 5 polls."""
+    clock = VirtualClock()
+    ids = list(range(1, 9))
+    api = FakeApi(clock, {n: [(0, "PROCESSING")] for n in ids}, latency=0.1)
+    settings = config(rate=Rate(1, 10.0), min_delay=300.0, max_delay=300.0, deadline=200.0)
+    events = await run(api, ids, settings)
+    assert [job_id for _, job_id in api.polls[: len(ids)]] == ids
+    swept = [job_id for at, job_id in api.polls if at >= settings.deadline * 3 / 4]
+    assert swept == [1, 2, 3, 4, 5]
     assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
 
 

@@ -381,6 +381,7 @@ def test_a_kill_at_any_moment_loses_nothing_committed(
         assert job.polls >= acknowledged
         assert job.polls == len(store.history(1))
         finals = store.load(range(2, job.polls + 2))
+        assert set(range(2, acknowledged + 2)) <= set(finals), "an acknowledged result is lost"
         assert all(stored.final for stored in finals.values())
         assert len(finals) >= acknowledged
 

@@ -179,13 +179,15 @@ async def aiohttp_redirect_server() -> AsyncIterator[str]:
         (429, {}, 5.0),  # no Retry-After: the default pause
         (503, {"Retry-After": "7"}, 7.0),
         (429, {"Retry-After": "3"}, 3.0),
+        (429, {"Retry-After": "3600"}, 600.0),  # more than 10 minutes: clamped to 10
+        (503, {"Retry-After": "86400"}, 600.0),
     ],
 )
 async def test_every_overload_answer_lowers_the_rate(
     status: int, headers: dict[str, str], pause: float
 ) -> None:
     """429 and 503, with or without Retry-After, lower the budget's rate; only a
-    Retry-After (or a bare 429) pauses everyone."""
+    Retry-After (or a bare 429) pauses everyone, and never for more than 10 minutes."""
     reports: list[tuple[float, Rate]] = []
     async with answering(status, headers) as base_url:
         clock = SystemClock(scale=60.0)
