@@ -25,7 +25,7 @@ from async_poller.testing import VirtualClock
 
 from .nginx import free_port
 from .redis_server import RedisServer, redis_binary, running_redis
-from .test_sharing import spend
+from .test_tenant import spend
 
 RATE = Rate(6, 60.0)  # one request every 10 s
 TENANT = "tenant"
