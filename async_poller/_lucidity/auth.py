@@ -70,9 +70,9 @@ class TokenProvider(ABC):
         self._token: str | None = None
         self._refresh_at = -math.inf
         self._fetching: asyncio.Task[str] | None = None
-        self._waiters: dict[asyncio.Task[str], set[asyncio.Future[None]]] = {}
-        """The callers waiting for each fetch: a fetch wakes its own waiters, never those
-        of a newer fetch started before its done-callback ran."""
+        self._waiters: dict[asyncio.Task[str], dict[asyncio.Future[None], None]] = {}
+        """The callers waiting for each fetch, in the order they came: a fetch wakes its
+        own waiters, never those of a newer fetch started before its done-callback ran."""
         self._timer: TimerHandle | None = None
         self._skew_warned = False
 
@@ -106,22 +106,24 @@ class TokenProvider(ABC):
             self._start_fetch()
         assert self._fetching is not None
         fetch = self._fetching
-        # Each waiter waits on a future of its own, kept in a set: cancelling it neither
-        # cancels everyone's fetch nor costs more than O(1), even with 100,000 waiters
-        # (asyncio.shield and Event both remove a cancelled waiter from a list).
+        # Each waiter waits on a future of its own, kept in a dict (an ordered set):
+        # cancelling it neither cancels everyone's fetch nor costs more than O(1), even with
+        # 100,000 waiters (asyncio.shield and Event both remove a cancelled waiter from a
+        # list), and the waiters wake in the order they came, so that the first polls of a
+        # run, which wait for its first token, still go in input order.
         waiter = asyncio.get_running_loop().create_future()
         waiters = self._waiters[fetch]
-        waiters.add(waiter)
+        waiters[waiter] = None
         try:
             await waiter
         finally:
-            waiters.discard(waiter)
+            waiters.pop(waiter, None)
         return fetch.result()
 
     def _start_fetch(self) -> asyncio.Task[str]:
         fetch = asyncio.get_running_loop().create_task(self._fetch_and_keep())
         self._fetching = fetch
-        self._waiters[fetch] = set()
+        self._waiters[fetch] = {}
         fetch.add_done_callback(self._wake_waiters)
         return fetch
 
