@@ -1,70 +1,124 @@
-"""The scheduler in virtual time, against an in-memory API: outcomes, pacing and limits."""
+"""One run in virtual time, through the real client stack over a fake wire: outcomes,
+pacing, limits, throttling and token renewal.
+
+`FakeApi` answers on the far side of `tests.wire`: every request passes through the real
+`client.connect` (transport, rate budget, token provider, the 401 replay) and reaches the
+fake API only once the budget let it leave, so what these tests count is what a server
+would see.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
 from async_poller._engine.control import Snapshot
 from async_poller._engine.poll import stream_events
-from async_poller._lucidity.responses import Answer, JobState, NotFound, RetryLater
-from async_poller._lucidity.transport import ThrottleListener
-from async_poller._pacing.budget import RateBudget
-from async_poller.clock import Clock
+from async_poller._lucidity.auth import REFRESH_PATH
+from async_poller._lucidity.client import STATUS_PATH
+from async_poller._lucidity.transport import RawResponse
 from async_poller.config import Config, Credentials, Rate
-from async_poller.errors import AuthError
-from async_poller.events import Event, PollError, Result, RunWarning, Start, Summary, Transition
+from async_poller.events import (
+    Event,
+    PollError,
+    Result,
+    RunWarning,
+    Start,
+    Summary,
+    Transition,
+)
 from async_poller.ids import JobIds
 from async_poller.redact import Secret
 from async_poller.testing import VirtualClock
 
+from .wire import Request, job_body, token_body, wire_connect
+
 Timeline = list[tuple[float, str]]
 """(from this many seconds after start, the job's status) pairs, in order."""
+Fault = Callable[[int, float], RawResponse | None]
+"""What the API answers a poll of a job arriving at a time instead of the truth, if anything."""
+
+
+def no_fault(job_id: int, now: float) -> RawResponse | None:
+    return None
+
+
+@dataclass
+class Sent:
+    """One request as the fake API saw it: when it arrived, for which job (None for a token
+    refresh), with which token, and the HTTP status and time of its answer."""
+
+    at: float
+    job_id: int | None
+    token: str | None
+    status: int | None = None
+    done_at: float = math.inf
 
 
 @dataclass
 class FakeApi:
-    """The status endpoint in memory: answers from timelines, through the real budget."""
+    """The Lucidity API in memory: job statuses from timelines, access tokens from the
+    refresh endpoint, and `fault` answers in their place."""
 
     clock: VirtualClock
     timelines: dict[int, Timeline]
-    fault: Callable[[int, float], Answer | None] = lambda job_id, now: None
+    fault: Fault = no_fault
     latency: float = 0.2
-    outcomes: Counter[str] = field(default_factory=Counter)
-    polls: list[tuple[float, int]] = field(default_factory=list)
-    budget: RateBudget | None = None
+    refresh_latency: float = 0.2
+    sent: list[Sent] = field(default_factory=list)
+    issued: dict[str, float] = field(default_factory=dict)
+    """Every access token handed out, with when."""
+    revoked_before: float = -math.inf
+    """Tokens issued before this time are answered 401 (expired before the client thinks)."""
 
-    @asynccontextmanager
-    async def connect(
-        self, config: Config, clock: Clock, budget: RateBudget, on_throttle: ThrottleListener
-    ) -> AsyncIterator[FakeApi]:
-        self.budget = budget
-        yield self
+    @property
+    def polls(self) -> list[tuple[float, int]]:
+        """(arrival time, job id) of every status request."""
+        return [(r.at, r.job_id) for r in self.sent if r.job_id is not None]
 
-    async def check(self, job_id: int, *, priority: float) -> Answer:
-        assert self.budget is not None
-        async with self.budget.slot(priority):
-            self.outcomes["ok"] += 1
-            now = self.clock.now()
-            self.polls.append((now, job_id))
-            await self.clock.sleep(self.latency)
+    @property
+    def refreshes(self) -> list[Sent]:
+        return [r for r in self.sent if r.job_id is None]
+
+    async def answer(self, request: Request) -> RawResponse:
+        now = self.clock.now()
+        record = Sent(now, request.job_id, request.token)
+        self.sent.append(record)
+        refresh = request.path == REFRESH_PATH
+        await self.clock.sleep(self.refresh_latency if refresh else self.latency)
+        if refresh:
+            token = f"token-{len(self.issued) + 1}"
+            self.issued[token] = self.clock.now()
+            response = RawResponse(200, {}, token_body(token))
+        else:
+            assert request.path == STATUS_PATH
+            assert request.job_id is not None
+            response = self._status(request.job_id, request.token, now)
+        record.status, record.done_at = response.status, self.clock.now()
+        return response
+
+    def _status(self, job_id: int, token: str | None, now: float) -> RawResponse:
+        if self.issued.get(token or "", math.inf) < self.revoked_before <= now:
+            return RawResponse(401, {}, b'{"message": "token expired"}')
+        if token not in self.issued:
+            return RawResponse(401, {}, b'{"message": "unknown token"}')
         injected = self.fault(job_id, now)
         if injected is not None:
             return injected
         if job_id not in self.timelines:
-            return NotFound("HTTP 404")
+            return RawResponse(404, {}, b'{"message": "no such job"}')
         status = next(s for start, s in reversed(self.timelines[job_id]) if now >= start)
-        return JobState(status, "it broke" if status == "FAILED" else None)
+        reason = "it broke" if status == "FAILED" else None
+        return RawResponse(200, {}, job_body(job_id, status, reason))
 
 
 def config(**overrides: object) -> Config:
     settings: dict[str, object] = {
-        "credentials": Credentials(access_token=Secret("fake-token")),
+        "credentials": Credentials(refresh_token=Secret("refresh-token")),
         "base_url": "http://127.0.0.1:1",
         "seed": 1,
     }
@@ -82,7 +136,8 @@ def lifecycle(done_at: float, final: str = "COMPLETED") -> Timeline:
 
 async def run(api: FakeApi, ids: list[int], settings: Config) -> list[Event]:
     job_ids = JobIds(ids=ids, invalid=[], duplicates=0)
-    return [event async for event in stream_events(job_ids, settings, api.clock, api.connect)]
+    stream = stream_events(job_ids, settings, api.clock, wire_connect(api.answer))
+    return [event async for event in stream]
 
 
 def results(events: list[Event]) -> dict[int, Result]:
@@ -109,7 +164,7 @@ async def test_every_job_ends_with_its_true_final_status() -> None:
     assert results(events)[2].reason == "it broke"
     assert summary(events).exit_code == 1
     assert summary(events).counts["FAILED"] == 1
-    assert summary(events).requests == sum(api.outcomes.values())
+    assert summary(events).requests == len(api.sent)
 
 
 async def test_transitions_follow_the_lifecycle_in_order() -> None:
@@ -168,16 +223,21 @@ async def test_a_status_change_starts_the_delays_over_from_min_delay() -> None:
 async def test_headroom_keeps_every_job_within_one_round(jobs: int, longest: float) -> None:
     """While the budget has room, no job waits longer than one round of all unfinished jobs
     at the budget's rate (45/min: 0.75/s), nor less than min_delay, even when every job
-    changes status at once; backoff alone would let the delays climb to max_delay."""
+    changes status at once; backoff alone would let the delays climb to max_delay.
+
+    A round may hold one more request, the token refresh 14 minutes in: it too takes a slot."""
     clock = VirtualClock()
     ids = list(range(1, jobs + 1))
     api = FakeApi(clock, {n: lifecycle(1200.0) for n in ids})
     await run(api, ids, config(min_delay=10.0, max_delay=300.0))
+    assert len(api.refreshes) == 2, "the first token, and its refresh before it expires"
+    token_slot = 1 / 0.75
     for job_id in ids:
         times = [t for t, polled in api.polls if polled == job_id]
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 10.0
-        assert max(gaps) <= longest + 1.5, f"job {job_id} waited {max(gaps):.1f}s"
+        worst = max(gaps)
+        assert worst <= longest + token_slot + 1.5, f"job {job_id} waited {worst:.1f}s"
 
 
 async def test_deadline_ends_unfinished_jobs_timed_out() -> None:
@@ -229,8 +289,8 @@ async def test_transient_failures_never_end_a_job_early() -> None:
     """Timeouts and 5xx are retried with poll_error events until the job completes."""
     clock = VirtualClock()
 
-    def flaky(job_id: int, now: float) -> Answer | None:
-        return RetryLater("http", 503, "HTTP 503") if now < 400 else None
+    def flaky(job_id: int, now: float) -> RawResponse | None:
+        return RawResponse(503, {}, b"") if now < 400 else None
 
     api = FakeApi(clock, {1: lifecycle(100.0)}, fault=flaky)
     events = await run(api, [1], config())
@@ -248,10 +308,11 @@ async def test_persistent_bad_responses_end_error() -> None:
     api = FakeApi(
         clock,
         {1: lifecycle(100.0)},
-        fault=lambda job_id, now: RetryLater("bad_response", 200, "body is not JSON"),
+        fault=lambda job_id, now: RawResponse(200, {}, b"<html>gateway</html>"),
     )
     events = await run(api, [1], config(bad_response_window=300.0))
-    assert (results(events)[1].status, results(events)[1].reason) == ("ERROR", "body is not JSON")
+    ending = (results(events)[1].status, results(events)[1].reason)
+    assert ending == ("ERROR", "body is not JSON: <html>gateway</html>")
     assert 300.0 <= results(events)[1].elapsed_s < 600.0
 
 
@@ -269,10 +330,8 @@ async def test_auth_failure_aborts_with_pending_jobs() -> None:
     """An AuthError stops the run: exit 4, unfinished jobs counted pending, no result for them."""
     clock = VirtualClock()
 
-    def revoked(job_id: int, now: float) -> Answer | None:
-        if now > 50:
-            raise AuthError("the credentials lack permission (HTTP 403)")
-        return None
+    def revoked(job_id: int, now: float) -> RawResponse | None:
+        return RawResponse(403, {}, b'{"message": "no access"}') if now > 50 else None
 
     api = FakeApi(clock, {1: lifecycle(20.0), 2: lifecycle(500.0)}, fault=revoked)
     events = await run(api, [1, 2], config())
@@ -297,7 +356,7 @@ async def test_leaving_the_loop_early_cancels_cleanly() -> None:
     clock = VirtualClock()
     api = FakeApi(clock, {n: lifecycle(1000.0) for n in range(1, 20)})
     job_ids = JobIds(ids=list(range(1, 20)), invalid=[], duplicates=0)
-    stream = stream_events(job_ids, config(), clock, api.connect)
+    stream = stream_events(job_ids, config(), clock, wire_connect(api.answer))
     async for event in stream:
         if isinstance(event, Transition):
             break
@@ -326,7 +385,8 @@ async def test_ticks_report_progress_in_clock_time() -> None:
     api = FakeApi(clock, {n: lifecycle(100.0 * n) for n in range(1, 6)})
     snapshots: list[Snapshot] = []
     job_ids = JobIds(ids=list(range(1, 6)), invalid=[], duplicates=0)
-    events = stream_events(job_ids, config(), clock, api.connect, ticks=(snapshots.append, 60.0))
+    connect = wire_connect(api.answer)
+    events = stream_events(job_ids, config(), clock, connect, ticks=(snapshots.append, 60.0))
     async for _ in events:
         pass
     assert [round(s.elapsed_s) for s in snapshots[:3]] == [60, 120, 180]
@@ -422,8 +482,8 @@ async def test_timed_out_reason_is_only_a_failure_that_was_not_followed_by_an_an
     """An old 503 followed by good answers leaves TIMED_OUT without a stale reason."""
     clock = VirtualClock()
 
-    def early_outage(job_id: int, now: float) -> Answer | None:
-        return RetryLater("http", 503, "HTTP 503") if now < 30 else None
+    def early_outage(job_id: int, now: float) -> RawResponse | None:
+        return RawResponse(503, {}, b"") if now < 30 else None
 
     api = FakeApi(clock, {1: [(0, "PROCESSING")]}, fault=early_outage)
     events = await run(api, [1], config(deadline=600.0))

@@ -1,7 +1,7 @@
 """The scheduler against a model, in virtual time: a hypothesis state machine.
 
 `SchedulerMachine` starts a run of a few jobs through the real scheduler, `StatusClient`,
-token provider, rate budget and `Transport`; only the wire is fake (`FakeWire` answers from
+token provider, rate budget and `Transport`; only the wire is fake (`tests.wire`, answered by
 `FakeApi`, an in-memory Lucidity API with true job timelines). Hypothesis then interleaves
 steps of virtual time with faults: failed and malformed answers, 404s, UNKNOWN blips, a
 rejected id, 429/503 pauses, revoked access tokens and a failing token endpoint. After every
@@ -20,15 +20,10 @@ import asyncio
 import bisect
 import itertools
 import math
-import random
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import aiohttp
-import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -43,23 +38,17 @@ from structlog.testing import capture_logs
 
 from async_poller._engine.job import GiveUpLimits
 from async_poller._engine.poll import stream_events
-from async_poller._lucidity.auth import REFRESH_PATH, RefreshTokenProvider
-from async_poller._lucidity.client import STATUS_PATH, StatusClient
-from async_poller._lucidity.transport import (
-    RawResponse,
-    ThrottleListener,
-    Transport,
-    TransportError,
-)
-from async_poller._pacing.budget import RateBudget
-from async_poller._pacing.delays import DelayPolicy
-from async_poller.clock import Clock
+from async_poller._lucidity.auth import REFRESH_PATH
+from async_poller._lucidity.client import STATUS_PATH
+from async_poller._lucidity.transport import RawResponse
 from async_poller.config import Config, Credentials, Rate
 from async_poller.events import Event, PollError, Result, Summary, Transition
 from async_poller.ids import JobIds
 from async_poller.outcome import ACTIVE, TERMINAL
 from async_poller.redact import Secret
 from async_poller.testing import VirtualClock
+
+from .wire import Request, job_body, token_body, wire_connect
 
 LATENCY = 0.5
 """Virtual seconds every answer takes."""
@@ -115,17 +104,15 @@ class FakeApi:
     issued: dict[str, float] = field(default_factory=dict)
     sent: list[Sent] = field(default_factory=list)
 
-    async def answer(
-        self, path: str, headers: Mapping[str, str], params: Mapping[str, str] | None
-    ) -> RawResponse:
-        job_id = int(params["id"]) if params else None
-        record = Sent(self.clock.now(), job_id, headers.get("Authorization"))
+    async def answer(self, request: Request) -> RawResponse:
+        assert request.path in (STATUS_PATH, REFRESH_PATH)
+        record = Sent(self.clock.now(), request.job_id, request.token)
         self.sent.append(record)
         try:
-            if job_id is None:
+            if request.job_id is None:
                 response = await self._refresh(record)
             else:
-                response = await self._status(record, job_id)
+                response = await self._status(record, request.job_id)
         finally:
             if record.outcome is not None:
                 record.done_at = self.clock.now()
@@ -140,15 +127,17 @@ class FakeApi:
         token = f"token-{len(self.issued) + 1}"
         self.issued[token] = self.clock.now()
         record.outcome = "token"
-        return RawResponse(200, {}, orjson.dumps({"accessToken": token}))
+        return RawResponse(200, {}, token_body(token))
 
     async def _status(self, record: Sent, job_id: int) -> RawResponse:
         pending = self.faults[job_id]
         if pending and pending[0] == "timeout":
-            await self.clock.sleep(self.request_timeout)
-            pending.popleft()
-            record.outcome = "timeout"
-            raise TransportError("timeout", "no answer within the request timeout")
+            try:  # no answer: the transport gives up after its timeout, on the clock
+                await self.clock.sleep(math.inf)
+            finally:
+                if self.clock.now() >= record.at + self.request_timeout:
+                    pending.popleft()
+                    record.outcome = "timeout"
         await self.clock.sleep(LATENCY)
         if self.throttles:
             code, retry_after = self.throttles.popleft()
@@ -160,14 +149,14 @@ class FakeApi:
         fault = pending.popleft() if pending else None
         record.outcome = fault
         if fault == "connection":
-            raise TransportError("connection", "ServerDisconnectedError")
+            raise aiohttp.ServerDisconnectedError()
         if fault == "http":
             return RawResponse(503, {}, b"")
         if fault == "bad":
             return RawResponse(200, {}, b"<html>gateway</html>")
         if fault == "unknown":
             record.outcome = "UNKNOWN"
-            return _job(job_id, "UNKNOWN")
+            return RawResponse(200, {}, job_body(job_id, "UNKNOWN"))
         if fault == "rejected":
             return RawResponse(400, {}, b'{"message": "bad id"}')
         timeline = self.timelines.get(job_id)
@@ -176,30 +165,7 @@ class FakeApi:
             return RawResponse(404, {}, b'{"message": "no such job"}')
         status = [status for at, status in timeline if at <= self.clock.now()][-1]
         record.outcome = status
-        return _job(job_id, status)
-
-
-def _job(job_id: int, status: str) -> RawResponse:
-    return RawResponse(200, {}, orjson.dumps({"data": {"id": job_id, "status": status}}))
-
-
-class FakeWire(Transport):
-    """The real `Transport` (budget, concurrency, pauses, throttling) over `FakeApi`."""
-
-    def __init__(self, api: FakeApi, **options: Any) -> None:
-        super().__init__(cast(aiohttp.ClientSession, None), "http://127.0.0.1:1", **options)
-        self._api = api
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None,
-        json: Any,
-    ) -> RawResponse:
-        assert path in (STATUS_PATH, REFRESH_PATH)
-        return await self._api.answer(path, headers, params)
+        return RawResponse(200, {}, job_body(job_id, status))
 
 
 @dataclass
@@ -321,29 +287,9 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     async def _consume(self) -> None:
         job_ids = JobIds(ids=self.ids, invalid=[], duplicates=0)
-        async for event in stream_events(job_ids, self.config, self.clock, self._connect):
+        connect = wire_connect(self.api.answer)
+        async for event in stream_events(job_ids, self.config, self.clock, connect):
             self.events.append(event)
-
-    @asynccontextmanager
-    async def _connect(
-        self, config: Config, clock: Clock, budget: RateBudget, on_throttle: ThrottleListener
-    ) -> AsyncIterator[StatusClient]:
-        wire = FakeWire(
-            self.api,
-            budget=budget,
-            clock=clock,
-            timeout=config.request_timeout,
-            on_throttle=on_throttle,
-        )
-        policy = DelayPolicy(config.min_delay, config.max_delay, random.Random(config.seed))
-        assert config.credentials.refresh_token is not None
-        tokens = RefreshTokenProvider(
-            config.credentials.refresh_token.reveal(), wire, clock, policy
-        )
-        try:
-            yield StatusClient(wire, tokens, clock)
-        finally:
-            await tokens.aclose()
 
     def job(self, index: int) -> int:
         """A job id from a rule's index, whatever the number of jobs."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, Protocol
+
+import aiohttp
 
 from .._pacing.budget import FIRST, RateBudget
 from .._pacing.delays import DelayPolicy
@@ -43,10 +45,18 @@ class StatusChecker(Protocol):
 
 @asynccontextmanager
 async def connect(
-    config: Config, clock: Clock, budget: RateBudget, on_throttle: ThrottleListener
+    config: Config,
+    clock: Clock,
+    budget: RateBudget,
+    on_throttle: ThrottleListener,
+    *,
+    new_session: Callable[[int, str | None], aiohttp.ClientSession] = open_session,
 ) -> AsyncIterator[StatusClient]:
-    """A `StatusClient` for `config`, with its session and token provider, closed on exit."""
-    async with open_session(config.concurrency, config.ca_bundle) as session:
+    """A `StatusClient` for `config`, with its session and token provider, closed on exit.
+
+    `new_session(concurrency, ca_bundle)` opens the HTTP session: the engine tests pass a
+    fake wire there, beneath the real transport, token provider and client."""
+    async with new_session(config.concurrency, config.ca_bundle) as session:
         transport = Transport(
             session,
             config.base_url,
