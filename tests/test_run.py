@@ -21,7 +21,7 @@ from async_poller._engine.poll import stream_events
 from async_poller._lucidity.auth import REFRESH_PATH
 from async_poller._lucidity.client import STATUS_PATH
 from async_poller._lucidity.transport import RawResponse
-from async_poller.config import Config, Credentials, Rate
+from async_poller.config import Config, Credentials, Rate, parse_rate
 from async_poller.events import (
     Event,
     PollError,
@@ -29,6 +29,7 @@ from async_poller.events import (
     RunWarning,
     Start,
     Summary,
+    Throttled,
     Transition,
 )
 from async_poller.ids import JobIds
@@ -114,6 +115,20 @@ class FakeApi:
         status = next(s for start, s in reversed(self.timelines[job_id]) if now >= start)
         reason = "it broke" if status == "FAILED" else None
         return RawResponse(200, {}, job_body(job_id, status, reason))
+
+
+def once_from(at: float, response: RawResponse) -> Fault:
+    """A fault: `response` to the first poll, of whichever job, arriving from `at` on."""
+    fired = False
+
+    def fault(job_id: int, now: float) -> RawResponse | None:
+        nonlocal fired
+        if fired or now < at:
+            return None
+        fired = True
+        return response
+
+    return fault
 
 
 def config(**overrides: object) -> Config:
@@ -489,3 +504,85 @@ async def test_timed_out_reason_is_only_a_failure_that_was_not_followed_by_an_an
     events = await run(api, [1], config(deadline=600.0))
     assert results(events)[1].status == "TIMED_OUT"
     assert results(events)[1].reason is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "pause"),
+    [(429, "30", 30.0), (429, None, 5.0), (503, "30", 30.0)],
+)
+async def test_a_throttling_answer_pauses_every_job(
+    status: int, retry_after: str | None, pause: float
+) -> None:
+    """A 429, or a 503 with Retry-After, holds back every job for the pause it asks (5 s for
+    a 429 without one): as seen on the wire, no request leaves until the pause is over. Then
+    polling resumes at once, and the refused job is polled again in the first round. The
+    refusal is no fault of its job (no poll_error); every job ends with its true final
+    status."""
+    clock = VirtualClock()
+    ids = list(range(1, 11))
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    refusal = RawResponse(status, headers, b"")
+    api = FakeApi(clock, {n: lifecycle(300.0 + 10 * n) for n in ids}, once_from(100.0, refusal))
+    events = await run(api, ids, config(rate=Rate(120, 60.0)))
+    [refused] = [r for r in api.sent if r.status == status]
+    after = [r for r in api.sent if r.at > refused.done_at]
+    assert min(r.at for r in after) >= refused.done_at + pause - 1e-9, "a request in the pause"
+    assert after[0].at < refused.done_at + pause + 1.0, "polling did not resume"
+    first_round = [job_id for at, job_id in api.polls if at > refused.done_at][: len(ids)]
+    assert sorted(first_round) == ids, "the refused job waits no longer than a round"
+    [throttled] = [e for e in events if isinstance(e, Throttled)]
+    assert throttled.retry_after_s == pause
+    assert summary(events).throttled == 1
+    assert not [e for e in events if isinstance(e, PollError)]
+    assert {job: r.status for job, r in results(events).items()} == dict.fromkeys(ids, "COMPLETED")
+
+
+async def test_a_503_without_retry_after_slows_the_rate_but_pauses_nobody() -> None:
+    """A 503 without Retry-After may be a failing backend, not a limiter: its job gets a
+    poll_error and is retried, the rate in force is lowered (a throttled event says to what),
+    and the other jobs' requests go on leaving without a pause."""
+    clock = VirtualClock()
+    ids = list(range(1, 11))
+    refusal = RawResponse(503, {}, b"")
+    api = FakeApi(clock, {n: lifecycle(300.0 + 10 * n) for n in ids}, once_from(100.0, refusal))
+    events = await run(api, ids, config(rate=Rate(120, 60.0)))
+    [refused] = [r for r in api.sent if r.status == 503]
+    after = [r.at for r in api.sent if r.at > refused.done_at]
+    assert min(after) < refused.done_at + 1.0, "the 503 paused everyone"
+    [error] = [e for e in events if isinstance(e, PollError)]
+    assert (error.job_id, error.http_status, error.attempt) == (refused.job_id, 503, 1)
+    [throttled] = [e for e in events if isinstance(e, Throttled)]
+    assert throttled.retry_after_s == 0
+    assert parse_rate(throttled.rate).per_second < Rate(120, 60.0).per_second
+    assert {job: r.status for job, r in results(events).items()} == dict.fromkeys(ids, "COMPLETED")
+
+
+async def test_a_401_mid_run_renews_the_token_once_and_replays_the_polls() -> None:
+    """When the API starts rejecting the access token mid-run (it expired early), the polls
+    answered 401 lead to one token refresh, however many of them there are (some answered
+    while it is under way, some after it), and each is replayed at once with the new token:
+    no poll_error, no job lost, every job ends with its true final status."""
+    clock = VirtualClock()
+    ids = list(range(1, 41))
+    timelines = {n: lifecycle(300.0 + 5 * n) for n in ids}
+    api = FakeApi(clock, timelines, latency=2.0, refresh_latency=0.25)
+    api.revoked_before = 100.0
+    events = await run(api, ids, config(rate=Rate(10, 1.0)))
+    rejected = [r for r in api.sent if r.status == 401]
+    for refused in rejected:
+        later = [r for r in api.sent if r.job_id == refused.job_id and r.at > refused.at]
+        assert later, f"job {refused.job_id} was not polled again"
+        assert (later[0].token, later[0].status) == ("token-2", 200)
+    assert len(api.refreshes) == 2, "the first token, then one renewal"
+    renewal = api.refreshes[1]
+    assert min(r.done_at for r in rejected) <= renewal.at
+    assert [r for r in rejected if r.done_at < renewal.done_at], "no 401 while it is under way"
+    assert [r for r in rejected if r.done_at > renewal.done_at], "no 401 after it"
+    for refused in rejected:
+        replay = next(r for r in api.sent if r.job_id == refused.job_id and r.at > refused.at)
+        waited = replay.at - max(refused.done_at, renewal.done_at)
+        assert waited < 1.0, "not replayed at once"
+    assert not [e for e in events if isinstance(e, PollError)]
+    assert {job: r.status for job, r in results(events).items()} == dict.fromkeys(ids, "COMPLETED")
+    assert summary(events).exit_code == 0
+    assert summary(events).requests == len(api.sent)
