@@ -467,6 +467,31 @@ async def test_a_sweep_short_of_budget_rechecks_the_stalest_jobs() -> None:
     assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
 
 
+async def test_the_sweep_goes_by_staleness_not_by_due_time() -> None:
+    """The final sweep rechecks jobs in the order they were last polled, stalest first, even
+    where their own turns say otherwise: polling by backoff alone, a job whose status changed
+    lately is due again sooner than one polled long ago, and the sweep still takes it last.
+
+    8 jobs at 1 request per 10 s, whose statuses change at different times so that their
+    delays differ; the sweep takes the last 80 s before the deadline: one poll for each."""
+    clock = VirtualClock()
+    ids = list(range(1, 9))
+    timelines: dict[int, Timeline] = {
+        n: [(0, "QUEUED"), (60.0 * n, "PREPARING"), (100.0 * n, "PROCESSING")] for n in ids
+    }
+    api = FakeApi(clock, timelines, latency=0.1)
+    settings = config(
+        rate=Rate(1, 10.0), min_delay=10.0, max_delay=600.0, deadline=1200.0, thrifty=True
+    )
+    events = await run(api, ids, settings)
+    sweep_from = settings.deadline - len(ids) / settings.rate.per_second
+    last_polled = {job_id: at for at, job_id in api.polls if at < sweep_from}
+    swept = [job_id for at, job_id in api.polls if at >= sweep_from]
+    assert sorted(swept) == ids, "the sweep polls every job once"
+    assert swept == sorted(ids, key=last_polled.__getitem__), "not the stalest first"
+    assert {r.status for r in results(events).values()} == {"TIMED_OUT"}
+
+
 async def test_a_short_budget_is_announced_with_numbers() -> None:
     """A warning event says when the budget cannot poll every job once per max_delay."""
     clock = VirtualClock()
