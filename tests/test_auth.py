@@ -79,14 +79,17 @@ async def test_renew_after_401_is_single_flight() -> None:
     )
 
 
-async def test_jwt_expiry_is_honoured() -> None:
-    """A JWT's exp claim sets the expiry instead of the 15-minute default."""
+@pytest.mark.parametrize("token", [jwt(exp=1_000_000.0 + 300), "static-token-value"])
+async def test_a_ready_access_token_is_sent_until_the_server_rejects_it(token: str) -> None:
+    """A ready access token (LUCIDITY_ACCESS_TOKEN) is used past its expected expiry, JWT
+    or not: only a 401 ends the run, and the error then says so."""
     clock = VirtualClock(wall_start=1_000_000.0)
-    provider = StaticTokenProvider(jwt(exp=1_000_000.0 + 300), clock)
-    await provider.token()
-    await clock.sleep(250)
-    with pytest.raises(AuthError, match="cannot be refreshed"):
-        await provider.token()
+    provider = StaticTokenProvider(token, clock)
+    assert token == await provider.token()
+    await clock.sleep(3600)
+    assert token == await provider.token()
+    with pytest.raises(AuthError, match="rejected \\(HTTP 401\\)"):
+        await provider.renew(token)
 
 
 async def test_static_token_cannot_be_renewed() -> None:

@@ -77,8 +77,12 @@ class TokenProvider(ABC):
         self._skew_warned = False
 
     async def token(self) -> str:
-        """A token that should still be valid for a while (refreshed once near expiry)."""
-        if self._token is not None and self._clock.now() < self._refresh_at:
+        """A token that should still be valid for a while (refreshed once near expiry).
+
+        A token that cannot be renewed is sent until the server rejects it: its expiry, by
+        our clock, is a guess, and the server's 401 is the word that counts."""
+        fresh = self._clock.now() < self._refresh_at
+        if self._token is not None and (fresh or not self.renewable):
             return self._token
         return await self._fetch_once()
 
