@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench docs docs-check clean
+.PHONY: install test test-fast test-e2e lint format demo bench docs docs-check clean
 
 install: $(STAMP)
 
@@ -14,8 +14,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
+# Two tiers, split by the `e2e` marker each end-to-end module sets (`pytestmark`):
+# test-fast, the unit and virtual-time tests (well under a minute), and test-e2e, the CLI
+# run as a process against the simulator, real nginx and Redis servers, the fault suite
+# and the benchmarks' smoke run. `make test` runs both.
+FAST := -m "not e2e"
+E2E := -m e2e
+
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(FAST)
+	$(BIN)/pytest -q $(E2E)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q $(FAST)
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest -q $(E2E)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,6 +20,8 @@ from async_poller.simulator import Simulator
 from .conftest import TIME_SCALE, Poll
 from .helpers import CliRun, clean_env, ids_arg, start_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 ESC = "\x1b["
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 FRAME_WORDS = ("final", "pending", "in the last minute", "deadline in")

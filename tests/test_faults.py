@@ -36,7 +36,7 @@ from async_poller.simulator import FaultPlan, JobTruth, RequestRecord, Simulator
 from .conftest import TIME_SCALE
 from .helpers import CliRun, clean_env, early_retries, run_cli
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 STATUS_PATH = "/external/client/api/v1/agent/install/status"
