@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-e2e lint format demo bench docs docs-check clean
+.PHONY: install test test-fast test-e2e test-thorough lint format demo bench docs docs-check clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test-fast: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q $(E2E)
+
+# The fast tier with hypothesis's "thorough" profile (tests/conftest.py): ten times the examples.
+test-thorough: $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -q $(FAST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
