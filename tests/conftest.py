@@ -21,9 +21,12 @@ from .redis_server import RedisServer, redis_binary, running_redis
 # blob to reproduce it with `@reproduce_failure`; "thorough" (HYPOTHESIS_PROFILE=thorough,
 # or `make test-thorough`) draws ten times as many. A test's own `@settings(max_examples=N)`
 # overrides the profile's number. HYPOTHESIS_PROFILE names the profile in any case.
-settings.register_profile("dev", deadline=None)
-settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
-settings.register_profile("thorough", max_examples=1_000, deadline=None)
+# Each from hypothesis's defaults: with CI in the environment, hypothesis has already loaded
+# a "ci" profile of its own, which a profile without a parent would inherit from.
+_DEFAULTS = settings.get_profile("default")
+settings.register_profile("dev", _DEFAULTS, deadline=None)
+settings.register_profile("ci", _DEFAULTS, derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("thorough", _DEFAULTS, max_examples=1_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
 
 TIME_SCALE = 60.0
