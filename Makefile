@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 # Two tiers, split by the `e2e` marker each end-to-end module sets (`pytestmark`):
 # test-fast, the unit and virtual-time tests (well under a minute), and test-e2e, the CLI
 # run as a process against the simulator, real nginx and Redis servers, the fault suite
-# and the benchmarks' smoke run. `make test` runs both.
+# and the benchmarks' smoke run. `make test` runs both. The e2e tests mostly wait on
+# processes and servers, so two pytest-xdist workers halve the tier's time on two cores.
 FAST := -m "not e2e"
-E2E := -m e2e
+E2E := -m e2e -n 2
 
 test: $(STAMP)
 	$(BIN)/pytest -q $(FAST)
