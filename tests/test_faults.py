@@ -207,7 +207,7 @@ SCENARIOS = [
         sim={"token_ttl": 60.0},
         files=True,
     ),
-    Scenario("restart", FaultPlan(rates={"http_503": 0.02}), restart_after=250, files=True),
+    Scenario("restart", FaultPlan(rates={"http_503": 0.02}), restart_after=150, files=True),
     Scenario(
         "everything",
         FaultPlan(rates={**_EVERY_STATUS_FAULT, "token_500": 0.1, "token_hang": 0.05}),
