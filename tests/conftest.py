@@ -1,16 +1,33 @@
-"""Shared fixtures: the simulator on an ephemeral loopback port, and `poll` against it."""
+"""Shared fixtures: the simulator on an ephemeral loopback port, and `poll` against it; and
+hypothesis's profiles."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol
 
 import pytest
+from hypothesis import settings
 
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .helpers import UNSET, CliRun, clean_env, run_cli
+from .nginx import in_ci
 from .redis_server import RedisServer, redis_binary, running_redis
+
+# hypothesis's profiles. "dev" (the default) draws fresh examples on each run; "ci" (CI=true)
+# draws the same ones every time, so a failure in CI is one a rerun shows, and prints the
+# blob to reproduce it with `@reproduce_failure`; "thorough" (HYPOTHESIS_PROFILE=thorough,
+# or `make test-thorough`) draws ten times as many. A test's own `@settings(max_examples=N)`
+# overrides the profile's number. HYPOTHESIS_PROFILE names the profile in any case.
+# Each from hypothesis's defaults: with CI in the environment, hypothesis has already loaded
+# a "ci" profile of its own, which a profile without a parent would inherit from.
+_DEFAULTS = settings.get_profile("default")
+settings.register_profile("dev", _DEFAULTS, deadline=None)
+settings.register_profile("ci", _DEFAULTS, derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("thorough", _DEFAULTS, max_examples=1_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
 
 TIME_SCALE = 60.0
 """Simulated seconds per real second in end-to-end tests: a 1-hour deadline is 1 minute."""

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from .redis_server import redis_binary
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,6 +17,8 @@ from async_poller.simulator import Simulator
 from .conftest import QUICK_JOBS, Poll
 from .helpers import ids_arg, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 SCALE = 10.0
 JOBS = {**QUICK_JOBS, "time_scale": SCALE, "rate_limit": 50}
 

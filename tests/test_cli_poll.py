@@ -18,6 +18,8 @@ from async_poller.simulator import Simulator
 from .conftest import Poll
 from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 
 def assert_matches_truth(
     simulator: Simulator, results: dict[int, dict[str, object]], ids: list[int]

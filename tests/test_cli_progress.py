@@ -20,6 +20,8 @@ from async_poller.simulator import Simulator
 from .conftest import TIME_SCALE, Poll
 from .helpers import CliRun, clean_env, ids_arg, start_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 ESC = "\x1b["
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 FRAME_WORDS = ("final", "pending", "in the last minute", "deadline in")
@@ -88,7 +90,7 @@ async def test_no_progress_when_stderr_is_not_a_terminal(simulator: Simulator, p
 
 async def test_progress_on_a_terminal(simulator: Simulator) -> None:
     """With stderr a terminal, the frame is drawn there; stdout still carries only events."""
-    ids = simulator.create_jobs(6, processing_s=120.0)  # outlives a slow start-up
+    ids = simulator.create_jobs(6, processing_s=300.0)  # outlives a slow start-up
     run = await run_on_terminal(
         "poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids), env=simulator_env(simulator)
     )

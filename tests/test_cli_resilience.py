@@ -18,6 +18,8 @@ from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 from .conftest import QUICK_JOBS, TIME_SCALE, Poll
 from .helpers import clean_env, early_retries, ids_arg, run_cli, start_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="session")
 def certificate_authority() -> trustme.CA:

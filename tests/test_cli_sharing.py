@@ -18,6 +18,8 @@ from async_poller.simulator import Simulator
 from .conftest import Poll
 from .helpers import clean_env, ids_arg, run_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 LONG_JOBS = {"processing_s": 240.0, "spread": 0.5}
 
 

@@ -19,6 +19,8 @@ from .helpers import CliRun, clean_env, ids_arg, run_cli, true_exit_code
 from .nginx import free_port
 from .redis_server import RedisServer
 
+pytestmark = pytest.mark.e2e
+
 LONG_JOBS = {"processing_s": 240.0, "spread": 0.5}
 
 

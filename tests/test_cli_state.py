@@ -25,6 +25,8 @@ from async_poller.simulator import Simulator, SimulatorConfig
 from .conftest import TIME_SCALE, Poll
 from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 STATUS_PATH = "/external/client/api/v1/agent/install/status"
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from async_poller.events import Result, Summary
 from async_poller.outcome import FinalStatus
 
 from .helpers import run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 def result(job_id: int, status: str, reason: str | None = None) -> Result:

@@ -30,6 +30,8 @@ from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 from .conftest import QUICK_JOBS, TIME_SCALE
 from .helpers import clean_env, ids_arg, run_cli, true_exit_code
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 README = ROOT / "README.md"

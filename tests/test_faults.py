@@ -36,7 +36,7 @@ from async_poller.simulator import FaultPlan, JobTruth, RequestRecord, Simulator
 from .conftest import TIME_SCALE
 from .helpers import CliRun, clean_env, early_retries, run_cli
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 STATUS_PATH = "/external/client/api/v1/agent/install/status"
@@ -207,7 +207,7 @@ SCENARIOS = [
         sim={"token_ttl": 60.0},
         files=True,
     ),
-    Scenario("restart", FaultPlan(rates={"http_503": 0.02}), restart_after=250, files=True),
+    Scenario("restart", FaultPlan(rates={"http_503": 0.02}), restart_after=150, files=True),
     Scenario(
         "everything",
         FaultPlan(rates={**_EVERY_STATUS_FAULT, "token_500": 0.1, "token_hang": 0.05}),

@@ -32,6 +32,8 @@ from async_poller.redact import Secret
 from .helpers import clean_env, ids_arg, run_cli
 from .hostile import REFRESH_TOKEN, HostileServer, job_json
 
+pytestmark = pytest.mark.e2e
+
 FAST = ("--time-scale", "60", "--seed", "1", "--min-delay", "10s")
 
 

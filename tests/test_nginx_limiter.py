@@ -43,7 +43,7 @@ PACING: Final = ("--min-delay", "1s", "--max-delay", "4s", "--deadline", "50s")
 """Real seconds (the client runs at time scale 1); the deadline leaves 20 s of slack after
 the longest job, and bounds a run that goes wrong."""
 
-pytestmark = pytest.mark.simulator(**REAL_TIME_JOBS)
+pytestmark = [pytest.mark.e2e, pytest.mark.simulator(**REAL_TIME_JOBS)]
 
 
 @pytest.fixture

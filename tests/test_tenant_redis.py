@@ -27,6 +27,8 @@ from .nginx import free_port
 from .redis_server import RedisServer, redis_binary, running_redis
 from .test_tenant import spend
 
+pytestmark = pytest.mark.e2e
+
 RATE = Rate(6, 60.0)  # one request every 10 s
 TENANT = "tenant"
 
