@@ -39,7 +39,9 @@ def quiet_transport(
     )
 
 
-async def send_one(base_url: str, path: str, *, request_timeout: float = 5.0) -> None:
+async def send_one(base_url: str, path: str, *, request_timeout: float = 600.0) -> None:
+    """One request through a real `Transport`, in clock time at 60x. The default timeout is
+    10 real seconds: a loaded machine must not turn a reset or a bad body into a timeout."""
     clock = SystemClock(scale=60.0)
     budget = RateBudget(Rate(100, 60.0), clock)
     async with open_session(4, None) as session:
