@@ -19,8 +19,9 @@ from .redis_server import RedisServer, redis_binary, running_redis
 # hypothesis's profiles. "dev" (the default) draws fresh examples on each run; "ci" (CI=true)
 # draws the same ones every time, so a failure in CI is one a rerun shows, and prints the
 # blob to reproduce it with `@reproduce_failure`; "thorough" (HYPOTHESIS_PROFILE=thorough,
-# or `make test-thorough`) draws ten times as many. A test's own `@settings(max_examples=N)`
-# overrides the profile's number. HYPOTHESIS_PROFILE names the profile in any case.
+# or `make test-thorough`) draws ten times as many. A test that sets its own number scales
+# it with `helpers.examples(N)`, so that the profile reaches it too. HYPOTHESIS_PROFILE
+# names the profile in any case.
 # Each from hypothesis's defaults: with CI in the environment, hypothesis has already loaded
 # a "ci" profile of its own, which a profile without a parent would inherit from.
 _DEFAULTS = settings.get_profile("default")

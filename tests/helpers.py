@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import jsonschema
 import orjson
+from hypothesis import settings
 
 from async_poller._lucidity.client import STATUS_PATH
 from async_poller.events import event_schema
@@ -158,3 +159,9 @@ def true_exit_code(simulator: Simulator, ids: Iterable[int]) -> int:
 def ids_arg(ids: list[int]) -> list[str]:
     """`--id N` for each id."""
     return [part for job_id in ids for part in ("--id", str(job_id))]
+
+
+def examples(count: int) -> int:
+    """`count` examples for a property test that sets its own number, scaled like the
+    loaded hypothesis profile (the "thorough" profile draws ten times the default 100)."""
+    return max(1, count * settings().max_examples // 100)

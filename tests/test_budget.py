@@ -14,6 +14,8 @@ from async_poller._pacing.budget import FIRST, RateBudget, RetryBudget
 from async_poller.config import Rate
 from async_poller.testing import VirtualClock
 
+from .helpers import examples
+
 
 def max_in_any_window(spans: list[tuple[float, float]], period: float) -> int:
     """Most requests a server could have seen in one window: each request is seen at some
@@ -46,7 +48,7 @@ async def test_never_more_than_the_limit_in_any_window() -> None:
     await budget.aclose()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     limit=st.integers(1, 10),
     burst_share=st.floats(0.0, 1.0),
@@ -92,7 +94,7 @@ async def test_a_burst_goes_at_once_then_pacing_and_the_window_hold() -> None:
     await budget.aclose()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     limit=st.integers(1, 10),
     period=st.floats(0.5, 100.0),

@@ -48,6 +48,7 @@ from async_poller.outcome import ACTIVE, TERMINAL
 from async_poller.redact import Secret
 from async_poller.testing import VirtualClock
 
+from .helpers import examples
 from .wire import Request, job_body, token_body, wire_connect
 
 LATENCY = 0.5
@@ -504,7 +505,7 @@ def test_scheduler_agrees_with_its_model() -> None:
         run_state_machine_as_test(
             SchedulerMachine,
             settings=settings(
-                max_examples=200,
+                max_examples=examples(200),
                 stateful_step_count=30,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],

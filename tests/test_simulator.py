@@ -30,6 +30,8 @@ from async_poller.simulator import JobTruth, RequestRecord, Simulator, Simulator
 from async_poller.simulator.serve import add_simulate_arguments, run_simulate
 from async_poller.testing import SteppedClock
 
+from .helpers import examples
+
 REFRESH = "/external/api/v1/auth/user-token/refresh"
 STATUS = "/external/client/api/v1/agent/install/status"
 INSTALL = "/external/client/api/v1/agent/install"
@@ -375,7 +377,7 @@ def test_fixing_one_job_leaves_the_next_jobs_unchanged() -> None:
     assert plain.truth()[1:] == fixed.truth()[1:]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(
     seed=st.integers(0, 2**32),
     spread=st.floats(0.0, 2.0),

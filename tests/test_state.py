@@ -30,6 +30,8 @@ from async_poller.events import event_id
 from async_poller.ids import MAX_ID
 from async_poller.outcome import ACTIVE, TERMINAL, FinalStatus
 
+from .helpers import examples
+
 T0 = 1_800_000_000.0
 
 
@@ -116,7 +118,7 @@ def record(store: StateStore, job_id: int, step: tuple[Any, ...], at: float) -> 
         store.record_result(job_id, status, at, event_id=eid, reason=reason, details=details)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(histories)
 def test_round_trip_matches_a_plain_model(steps_by_job: dict[int, list[tuple[Any, ...]]]) -> None:
     """Whatever sequence of polls and results is recorded, a reopened store loads it back."""
