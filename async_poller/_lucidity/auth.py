@@ -77,12 +77,8 @@ class TokenProvider(ABC):
         self._skew_warned = False
 
     async def token(self) -> str:
-        """A token that should still be valid for a while (refreshed once near expiry).
-
-        A token that cannot be renewed is sent until the server rejects it: its expiry, by
-        our clock, is a guess, and the server's 401 is the word that counts."""
-        fresh = self._clock.now() < self._refresh_at
-        if self._token is not None and (fresh or not self.renewable):
+        """A token that should still be valid for a while (refreshed once near expiry)."""
+        if self._token is not None and self._clock.now() < self._refresh_at:
             return self._token
         return await self._fetch_once()
 
@@ -106,10 +102,9 @@ class TokenProvider(ABC):
             await asyncio.gather(self._fetching, return_exceptions=True)
 
     async def _fetch_once(self) -> str:
-        if self._fetching is None or self._fetching.done():
-            self._start_fetch()
-        assert self._fetching is not None
         fetch = self._fetching
+        if fetch is None or fetch.done():
+            fetch = self._start_fetch()
         # Each waiter waits on a future of its own, kept in a dict (an ordered set):
         # cancelling it neither cancels everyone's fetch nor costs more than O(1), even with
         # 100,000 waiters (asyncio.shield and Event both remove a cancelled waiter from a
@@ -147,16 +142,20 @@ class TokenProvider(ABC):
                 "characters, which cannot be sent in a header\n"
                 "HINT: check what it prints; a token is one word of visible ASCII"
             )
+        self._token = token
+        if not self.renewable:
+            # Sent until the server rejects it: its expiry, by our clock, is only a guess,
+            # and the server's 401 is the word that counts.
+            self._refresh_at = math.inf
+            return token
         lifetime = self._lifetime(token)
         # A minute before expiry, or halfway for short-lived tokens (no refresh storm), and
         # never sooner than MIN_REFRESH_INTERVAL: a 401 renews a token that expires earlier.
         refresh_in = max(lifetime - REFRESH_MARGIN, lifetime / 2, MIN_REFRESH_INTERVAL)
-        self._token = token
         self._refresh_at = self._clock.now() + refresh_in
-        if self.renewable:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._clock.call_later(refresh_in, self._refresh_in_background)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._clock.call_later(refresh_in, self._refresh_in_background)
         return token
 
     def _lifetime(self, token: str) -> float:

@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 
 from ..outcome import LIFECYCLE
-from ..redact import redact, redact_value
+from ..redact import redact
 
 __all__ = [
     "Answer",
@@ -111,14 +111,15 @@ def classify(
     """
     if http_status == 200:
         return _read_job_state(job_id, body)
-    error = describe_error(http_status, headers, body)
-    retry_after = parse_retry_after(headers.get("Retry-After"), now)
-    if http_status == 429 or (http_status == 503 and retry_after is not None):
-        return Overloaded(retry_after, http_status)
-    if http_status in _RETRY_STATUSES or http_status >= 500:
-        return RetryLater("http", http_status, error)
+    if http_status in (429, 503):
+        retry_after = parse_retry_after(headers.get("Retry-After"), now)
+        if http_status == 429 or retry_after is not None:
+            return Overloaded(retry_after, http_status)
     if 300 <= http_status < 400:
         return Redirected(http_status, headers.get("Location"))
+    error = describe_error(http_status, headers, body)
+    if http_status in _RETRY_STATUSES or http_status >= 500:
+        return RetryLater("http", http_status, error)
     if http_status == 401:
         return Unauthorized(error)
     if http_status == 403:
@@ -149,9 +150,8 @@ def _read_job_state(job_id: int, body: bytes) -> Answer:
         return RetryLater("bad_response", 200, f"unrecognised status {_clip(raw)!r}")
     reason = data.get("failureReason") or data.get("message")
     details = next((data[key] for key in _DETAIL_KEYS if data.get(key)), None)
-    return JobState(
-        status, _clip(reason) if isinstance(reason, str) else None, redact_value(details)
-    )
+    # `details` reach events only through a result, and the ledger redacts them there.
+    return JobState(status, _clip(reason) if isinstance(reason, str) else None, details)
 
 
 def _job_object(document: Any) -> dict[str, Any] | None:

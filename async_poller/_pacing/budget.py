@@ -110,8 +110,8 @@ class RateBudget:
     def _unhold(self) -> None:
         """A slot in the concurrency limit is free again: wake a dispatcher waiting for it."""
         self._in_flight -= 1
-        if self._until_an_end and self._nudge is not None and not self._nudge.done():
-            self._nudge.set_result(None)
+        if self._until_an_end:
+            self._wake()
 
     async def _dispatch(self) -> None:
         """Grant waiters, best first, as the concurrency limit and the pacer allow."""

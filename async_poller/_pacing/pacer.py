@@ -68,6 +68,11 @@ class PaceState:
     paused_until: float
     pace: AdaptiveRate
 
+    @classmethod
+    def fresh(cls, rate: Rate) -> PaceState:
+        """Nothing sent yet, nothing refused: the configured rate."""
+        return cls(-math.inf, -math.inf, AdaptiveRate(rate.per_second, recovery=rate.period))
+
     def passed(self, now: float) -> None:
         """A request left at `now`: the next may leave one interval later."""
         self.next_at = max(self.next_at, now) + 1 / self.pace.at(now)
@@ -103,9 +108,7 @@ class LocalPacer:
         self._rate = rate
         self._clock = clock
         self._burst = burst
-        self._state = PaceState(
-            -math.inf, -math.inf, AdaptiveRate(rate.per_second, recovery=rate.period)
-        )
+        self._state = PaceState.fresh(rate)
         self._ended: deque[float] = deque()  # when the requests in the window ended
         self._in_flight = 0
 

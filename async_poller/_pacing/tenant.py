@@ -13,20 +13,18 @@ import hashlib
 import math
 import os
 import random
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ..clock import Clock, shared_timeline
 from ..config import Config, Credentials, Rate, is_redis_url
-from .adaptive import AdaptiveRate
 from .pacer import LocalPacer, Pacer, PaceState
 
 __all__ = [
-    "FAIRNESS_JITTER",
     "SharedPacer",
     "default_store_path",
-    "go_alone",
     "open_shared_pacer",
     "tenant_key",
 ]
@@ -49,20 +47,6 @@ def tenant_key(base_url: str, credentials: Credentials) -> str:
     credential = given.reveal() if given is not None else str(credentials.token_command)
     digest = hashlib.sha256(f"{base_url}\0{credential}".encode()).hexdigest()
     return digest[:32]
-
-
-def go_alone(
-    store: str, error: BaseException, rate: Rate, sharers: int, clock: Clock
-) -> tuple[LocalPacer, str]:
-    """What a shared pacer does when its store cannot be used: a pacer of its own at a share
-    of `rate` that leaves room for the sharers seen (half, or less), and the reason to tell."""
-    share = 1 / max(2, sharers)
-    alone = Rate(rate.limit * share, rate.period)
-    reason = (
-        f"the shared budget store {store} cannot be used ({error}); "
-        f"going on alone at {alone}, {share:.0%} of {rate}"
-    )
-    return LocalPacer(alone, clock, burst=1), reason
 
 
 class SharedPacer:
@@ -89,11 +73,11 @@ class SharedPacer:
         self._on_failure = on_failure
         self._rng = rng or random.Random()
         self._id = f"{os.getpid()}-{self._rng.getrandbits(32):08x}"
-        self._state = PaceState(
-            -math.inf, -math.inf, AdaptiveRate(rate.per_second, recovery=rate.period)
-        )
+        self._state = PaceState.fresh(rate)
         self._sharers = 1
         self._alone: LocalPacer | None = None
+        self._in_flight: deque[Any] = deque()  # this process's requests in the store
+        self._ended: list[tuple[Any, float | None]] = []  # and their ends (None: never sent)
 
     @property
     def sharers(self) -> int:
@@ -109,6 +93,34 @@ class SharedPacer:
         if self._alone is not None:
             return self._alone.paused_for()
         return max(0.0, self._state.paused_until - self._timeline())
+
+    def ended(self, *, used: bool = True) -> None:
+        # Entries are alike: the oldest one ends, whichever request it was. Requests that
+        # passed through the store end there; only the others are the fallback pacer's.
+        if self._in_flight:
+            entry = self._in_flight.popleft()
+            if self._alone is None:
+                self._ended.append((entry, self._timeline() if used else None))
+        elif self._alone is not None:
+            self._alone.ended(used=used)
+
+    def _jittered(self, wait: float | None, now: float) -> float | None:
+        """`wait`, plus a random share of an interval, so that sharers take turns."""
+        if wait is None or math.isinf(wait):
+            return wait
+        interval = 1 / self._state.pace.at(now)
+        return wait + self._rng.uniform(0, FAIRNESS_JITTER * interval)
+
+    def _go_alone(self, store: str, error: BaseException) -> tuple[LocalPacer, str]:
+        """Go on with a pacer of its own, at a share of the rate that leaves room for the
+        sharers seen (half, or less); that pacer, and the reason to tell."""
+        share = 1 / max(2, self._sharers)
+        alone = Rate(self._rate.limit * share, self._rate.period)
+        self._alone = LocalPacer(alone, self._clock, burst=1)
+        return self._alone, (
+            f"the shared budget store {store} cannot be used ({error}); "
+            f"going on alone at {alone}, {share:.0%} of {self._rate}"
+        )
 
 
 def open_shared_pacer(

@@ -26,7 +26,6 @@ import contextlib
 import itertools
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -35,7 +34,7 @@ from ..config import Rate, shown_store
 from ..logs import get_logger
 from ..redact import redact
 from .pacer import EARLY
-from .tenant import FAIRNESS_JITTER, SharedPacer, go_alone
+from .tenant import SharedPacer
 from .tenant_lua import THROTTLE, TRY_PASS
 
 __all__ = ["KEPT_WINDOWS", "TIMEOUT_S", "RedisPacer"]
@@ -92,12 +91,11 @@ class RedisPacer(SharedPacer):
         prefix = f"async-poller:budget:v1:{{{tenant}}}"
         self._keys = [f"{prefix}:pace", f"{prefix}:flights", f"{prefix}:sharers"]
         pace = self._state.pace
-        # The script computes this very curve: its parameters go with every call.
-        self._curve = (pace.ceiling, pace.floor, rate.period, pace._beta)
-        self._kept_ms = math.ceil((KEPT_WINDOWS * rate.period + max_request_s) * 1000)
+        kept_ms = math.ceil((KEPT_WINDOWS * rate.period + max_request_s) * 1000)
+        # What every script call passes after `now` (`tenant_lua`): the curve's parameters
+        # (the script computes this very curve), the window, the keys' lifetime.
+        self._constants = [pace.ceiling, pace.floor, rate.period, pace._beta, rate.period, kept_ms]
         self._requests = itertools.count()
-        self._in_flight: deque[str] = deque()  # log members of this process's requests
-        self._ended: list[tuple[str, float | None]] = []  # member, end (None: never sent)
         self._throttles: list[tuple[float, float, float]] = []  # now, pause, sent_at: untold
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,18 +109,9 @@ class RedisPacer(SharedPacer):
                 except self._errors as error:
                     self._fail(error)
                 else:
-                    if at is None or math.isinf(at):
-                        return at
-                    interval = 1 / self._state.pace.at(now)
-                    return at - now + self._rng.uniform(0, FAIRNESS_JITTER * interval)
+                    return self._jittered(None if at is None else at - now, now)
         assert self._alone is not None
         return await self._alone.try_pass()
-
-    def ended(self, *, used: bool = True) -> None:
-        if self._in_flight:  # members are alike: the oldest one ends, whichever request it was
-            self._ended.append((self._in_flight.popleft(), self._timeline() if used else None))
-        elif self._alone is not None:  # passed by the pacer of its own
-            self._alone.ended(used=used)
 
     def throttle(self, pause: float, *, sent_ago: float) -> None:
         if self._alone is not None:
@@ -211,8 +200,7 @@ class RedisPacer(SharedPacer):
 
     def _common(self, now: float) -> list[float | int]:
         """The arguments every script begins with (`tenant_lua`)."""
-        ceiling, floor, recovery, beta = self._curve
-        return [now, ceiling, floor, recovery, beta, self._rate.period, self._kept_ms]
+        return [now, *self._constants]
 
     def _load(self, reply: Sequence[object]) -> float | None:
         """Take the state the store sent back; return the script's `at` (None: passed)."""
@@ -232,10 +220,10 @@ class RedisPacer(SharedPacer):
     def _fail(self, error: BaseException) -> None:
         """Go on alone, at a share of the rate that leaves room for the sharers seen, still
         holding any pause known here."""
-        self._alone, reason = go_alone(self._store, error, self._rate, self._sharers, self._clock)
+        alone, reason = self._go_alone(self._store, error)
         pause = self._state.paused_until - self._timeline()
         if pause > 0:
-            self._alone.throttle(pause, sent_ago=0.0)
+            alone.throttle(pause, sent_ago=0.0)
         self._throttles.clear()
         self._on_failure(redact(reason))
 

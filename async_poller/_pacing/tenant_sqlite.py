@@ -25,7 +25,7 @@ from ..clock import Clock
 from ..config import Rate
 from ..logs import get_logger
 from .pacer import EARLY, decide
-from .tenant import FAIRNESS_JITTER, SharedPacer, go_alone
+from .tenant import SharedPacer
 
 __all__ = ["SqlitePacer"]
 
@@ -72,14 +72,12 @@ class SqlitePacer(SharedPacer):
         )  # fmt: skip
         self._path = path
         self._tenant = tenant
-        self._in_flight: deque[int] = deque()  # log rows of this process's requests
         self._lease: deque[tuple[float, int]] = deque()  # slots reserved, not yet used
         self._tidied_at = -math.inf
         # Pacing alone lets at most this many requests into one window (each counts until
         # its latest end plus a window): below the limit, the log need not be counted.
         paced_most = rate.per_second * (rate.period + max_request_s) + burst
         self._window_may_fill = paced_most >= rate.limit
-        self._ended: list[tuple[int, float | None]] = []  # row, end (None: never sent)
         self._db: sqlite3.Connection | None = None
         try:
             self._db = _open(path)
@@ -98,10 +96,7 @@ class SqlitePacer(SharedPacer):
         except sqlite3.Error as error:
             self._fail(error)
             return await self.try_pass()
-        if wait is None or math.isinf(wait):
-            return wait
-        interval = 1 / self._state.pace.at(self._timeline())
-        return wait + self._rng.uniform(0, FAIRNESS_JITTER * interval)
+        return self._jittered(wait, self._timeline())
 
     def _use_lease(self) -> float | None:
         """Take the next slot reserved earlier, on time: no transaction, and no jitter, which
@@ -117,17 +112,6 @@ class SqlitePacer(SharedPacer):
     def _give_back_lease(self) -> None:
         self._ended.extend((row, None) for _, row in self._lease)
         self._lease.clear()
-
-    def ended(self, *, used: bool = True) -> None:
-        # Rows are alike: the oldest one ends, whichever request it was. Requests that passed
-        # through the file end there, even after a failure; only the others are the
-        # fallback pacer's.
-        if self._in_flight:
-            row = self._in_flight.popleft()
-            if self._alone is None:
-                self._ended.append((row, self._timeline() if used else None))
-        elif self._alone is not None:
-            self._alone.ended(used=used)
 
     def throttle(self, pause: float, *, sent_ago: float) -> None:
         if self._alone is not None:
@@ -285,9 +269,7 @@ class SqlitePacer(SharedPacer):
 
     def _fail(self, error: BaseException) -> None:
         """Go on alone, at a share of the rate that leaves room for the sharers seen."""
-        self._alone, reason = go_alone(
-            str(self._path), error, self._rate, self._sharers, self._clock
-        )
+        _, reason = self._go_alone(str(self._path), error)
         if self._db is not None:
             self._db.close()
             self._db = None

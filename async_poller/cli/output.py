@@ -22,7 +22,7 @@ from ..events import Event, JsonLinesSink
 from ..logs import get_logger
 from .progress import RunStatus
 
-__all__ = ["open_output", "relay"]
+__all__ = ["open_output", "relay", "silence"]
 
 _log = get_logger()
 
@@ -104,12 +104,12 @@ async def relay(
             try:
                 sink.write(event)
             except BrokenPipeError:
-                _silence(stream)
+                silence(stream)
                 reader_gone = True
                 on_reader_gone()
             except OSError as error:
                 if stream is sys.stdout.buffer:
-                    _silence(stream)
+                    silence(stream)
                 where = "stdout" if stream is sys.stdout.buffer else getattr(stream, "name", "?")
                 raise OutputError(
                     f"cannot write events to {where}: {error.strerror or error}; run stopped\n"
@@ -121,6 +121,6 @@ async def relay(
         yield event
 
 
-def _silence(stream: BinaryIO) -> None:
+def silence(stream: BinaryIO) -> None:
     """Point the stream at /dev/null so that the interpreter's final flush is quiet too."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

@@ -7,7 +7,6 @@ is writing, and never creates or changes the file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -91,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
         code = run_report(args)
         sys.stdout.flush()  # inside the try: a reader gone (`| head`) is not an error
     except BrokenPipeError:
-        # Point stdout at /dev/null so that the interpreter's final flush is quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from .output import silence  # not at the top: it loads structlog, and --help is fast
+
+        silence(sys.stdout.buffer)
         return ExitCode.OK
     return code
 
