@@ -12,7 +12,7 @@ from hypothesis import settings
 
 from async_poller.simulator import Simulator, SimulatorConfig
 
-from .helpers import UNSET, CliRun, clean_env, run_cli
+from .helpers import UNSET, CliRun, run_cli, simulator_env
 from .nginx import in_ci
 from .redis_server import RedisServer, redis_binary, running_redis
 
@@ -99,10 +99,7 @@ def poll(simulator: Simulator) -> Poll:
         *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
     ) -> Coroutine[None, None, CliRun]:
         if env is None:
-            env = clean_env(
-                LUCIDITY_BASE_URL=simulator.base_url,
-                LUCIDITY_REFRESH_TOKEN=simulator.refresh_token,
-            )
+            env = simulator_env(simulator)
         scale = str(simulator.config.time_scale)
         return run_cli("poll", "--time-scale", scale, "--seed", "1", *args, env=env, stdin=stdin)
 

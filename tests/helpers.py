@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Final
 
 import jsonschema
@@ -35,9 +35,9 @@ class CliRun:
     stdout: bytes
     stderr: str
 
-    @property
+    @cached_property
     def events(self) -> list[dict[str, Any]]:
-        """stdout as events; every line must be one valid event."""
+        """stdout as events; every line must be one valid event (parsed and checked once)."""
         events = [orjson.loads(line) for line in self.stdout.splitlines()]
         for event in events:
             _validator().validate(event)
@@ -149,11 +149,38 @@ def early_retries(
     return early, other
 
 
+def true_statuses(simulator: Simulator) -> dict[int, str]:
+    """Every job the simulator made, with its true final status."""
+    return {job.id: job.final_status for job in simulator.truth()}
+
+
 def true_exit_code(simulator: Simulator, ids: Iterable[int]) -> int:
     """The exit code of a run that sees every job in `ids` to the end, from the simulator's
     ground truth (an id it never created ends NOT_FOUND)."""
-    truth = {job.id: job.final_status for job in simulator.truth()}
+    truth = true_statuses(simulator)
     return exit_code_for(Counter(truth.get(job_id, "NOT_FOUND") for job_id in ids))
+
+
+def assert_true_results(
+    simulator: Simulator,
+    results: dict[int, dict[str, Any]],
+    ids: Iterable[int] | None = None,
+    context: object = None,
+) -> None:
+    """One result for each job in `ids` (every job the simulator made, by default) and for
+    no other, each the job's true final status."""
+    truth = true_statuses(simulator)
+    expected = truth if ids is None else {job_id: truth[job_id] for job_id in ids}
+    assert expected == {job_id: result["status"] for job_id, result in results.items()}, context
+
+
+def simulator_env(simulator: Simulator, **extra: str) -> dict[str, str]:
+    """`clean_env()` pointing at `simulator`, with its refresh token, plus `extra`."""
+    return clean_env(
+        LUCIDITY_BASE_URL=simulator.base_url,
+        LUCIDITY_REFRESH_TOKEN=simulator.refresh_token,
+        **extra,
+    )
 
 
 def ids_arg(ids: list[int]) -> list[str]:

@@ -49,7 +49,6 @@ class HostileServer:
         self.refreshing = asyncio.Event()
         """Set when the first token refresh arrives."""
         self.polls: Counter[int] = Counter()
-        self.refreshes = 0
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -80,7 +79,6 @@ class HostileServer:
         return clean_env(LUCIDITY_BASE_URL=self.base_url, LUCIDITY_REFRESH_TOKEN=REFRESH_TOKEN)
 
     async def _refresh(self, request: web.Request) -> web.StreamResponse:
-        self.refreshes += 1
         self.refreshing.set()
         if self.hold_refresh:
             await self._release.wait()

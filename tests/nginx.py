@@ -82,7 +82,6 @@ class Nginx:
         self.port = port
         self.limit = limit
         self.access_log_path = workdir / "access.log"
-        self.error_log_path = workdir / "error.log"
 
     @property
     def base_url(self) -> str:

@@ -15,7 +15,7 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import QUICK_JOBS, Poll
-from .helpers import ids_arg, true_exit_code
+from .helpers import assert_true_results, ids_arg, true_exit_code
 
 pytestmark = pytest.mark.e2e
 
@@ -25,11 +25,6 @@ JOBS = {**QUICK_JOBS, "time_scale": SCALE, "rate_limit": 50}
 
 def refused_share(simulator: Simulator) -> float:
     return simulator.refusals() / len(simulator.requests)
-
-
-def assert_every_job_true(simulator: Simulator, results: dict[int, dict[str, Any]]) -> None:
-    truth = {job.id: job.final_status for job in simulator.truth()}
-    assert truth == {job_id: result["status"] for job_id, result in results.items()}
 
 
 def behind(**limiter: Any) -> pytest.MarkDecorator:
@@ -56,7 +51,7 @@ async def test_default_flags_behind_any_limiter(
     ids = simulator.create_jobs(15)
     run = await poll(*ids_arg(ids))
     assert run.code == true_exit_code(simulator, ids), run.stderr[-2000:]
-    assert_every_job_true(simulator, run.results)
+    assert_true_results(simulator, run.results)
     assert refused_share(simulator) <= 0.03, (simulator.refusals(), len(simulator.requests))
 
 
@@ -69,7 +64,7 @@ async def test_a_rate_above_a_leaky_bucket_settles_below_it(
     ids = simulator.create_jobs(15)
     run = await poll("--rate", "60/min", *ids_arg(ids))
     assert run.code == true_exit_code(simulator, ids), run.stderr[-2000:]
-    assert_every_job_true(simulator, run.results)
+    assert_true_results(simulator, run.results)
     assert 0 < simulator.refusals()
     assert refused_share(simulator) <= 0.1, (simulator.refusals(), len(simulator.requests))
     assert len(run.of("throttled")) == run.summary["throttled"] == simulator.refusals()

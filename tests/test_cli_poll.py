@@ -16,19 +16,17 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import Poll
-from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
+from .helpers import (
+    assert_true_results,
+    clean_env,
+    ids_arg,
+    run_cli,
+    simulator_env,
+    start_cli,
+    true_exit_code,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def assert_matches_truth(
-    simulator: Simulator, results: dict[int, dict[str, object]], ids: list[int]
-) -> None:
-    """Every job in `ids` got one result, its true final status."""
-    truth = {job.id: job.final_status for job in simulator.truth()}
-    assert {job_id: result["status"] for job_id, result in results.items()} == {
-        job_id: truth[job_id] for job_id in ids
-    }
 
 
 def assert_no_token_anywhere(simulator: Simulator, *texts: str | bytes) -> None:
@@ -46,7 +44,7 @@ async def test_all_completed_exits_0(simulator: Simulator, poll: Poll) -> None:
     run = await poll(*ids_arg(ids))
     assert run.code == 0, run.stderr
     assert set(run.results) == set(ids)
-    assert_matches_truth(simulator, run.results, ids)
+    assert_true_results(simulator, run.results, ids)
     assert run.events[0]["event"] == "start"
     assert run.events[0]["jobs"] == 20
     assert run.summary["counts"]["COMPLETED"] == 20
@@ -61,7 +59,7 @@ async def test_some_failed_or_cancelled_exits_1(simulator: Simulator, poll: Poll
     ids = simulator.create_jobs(30)
     run = await poll(*ids_arg(ids))
     assert run.code == 1, run.stderr
-    assert_matches_truth(simulator, run.results, ids)
+    assert_true_results(simulator, run.results, ids)
     failed = [result for result in run.results.values() if result["status"] == "FAILED"]
     assert failed
     assert all(result.get("reason") for result in failed)
@@ -96,7 +94,7 @@ async def test_429_retry_after_is_honoured(simulator: Simulator, poll: Poll) -> 
     ids = simulator.create_jobs(15)
     run = await poll("--rate", "30/min", *ids_arg(ids))
     assert run.code == true_exit_code(simulator, ids), run.stderr
-    assert_matches_truth(simulator, run.results, ids)
+    assert_true_results(simulator, run.results, ids)
     throttles = [r for r in simulator.requests if r.http_status == 429]
     assert throttles
     assert run.summary["throttled"] == len(run.of("throttled")) == len(throttles)
@@ -114,7 +112,7 @@ async def test_token_expiry_mid_run_is_invisible(simulator: Simulator, poll: Pol
     ids = simulator.create_jobs(8)
     run = await poll(*ids_arg(ids))
     assert run.code == true_exit_code(simulator, ids), run.stderr
-    assert_matches_truth(simulator, run.results, ids)
+    assert_true_results(simulator, run.results, ids)
     refreshes = [r for r in simulator.requests if r.path.endswith("/user-token/refresh")]
     assert len(refreshes) >= 3
     assert not run.of("poll_error")
@@ -332,9 +330,7 @@ async def test_each_event_reaches_a_pipe_while_the_run_goes_on(simulator: Simula
     """stdout is flushed line by line, also when it is a pipe and PYTHONUNBUFFERED is unset
     (cron, systemd, CI): a reader sees the first event while the run is still going."""
     ids = simulator.create_jobs(2)
-    env = clean_env(
-        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
-    )
+    env = simulator_env(simulator)
     assert "PYTHONUNBUFFERED" not in env
     scale = str(simulator.config.time_scale)
     process = await start_cli(

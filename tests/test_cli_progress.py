@@ -18,21 +18,13 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import TIME_SCALE, Poll
-from .helpers import CliRun, clean_env, ids_arg, start_cli, true_exit_code
+from .helpers import CliRun, ids_arg, simulator_env, start_cli, true_exit_code
 
 pytestmark = pytest.mark.e2e
 
 ESC = "\x1b["
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 FRAME_WORDS = ("final", "pending", "in the last minute", "deadline in")
-
-
-def simulator_env(simulator: Simulator) -> dict[str, str]:
-    return clean_env(
-        LUCIDITY_BASE_URL=simulator.base_url,
-        LUCIDITY_REFRESH_TOKEN=simulator.refresh_token,
-        TERM="xterm-256color",
-    )
 
 
 def _drain(controller: int) -> bytes:
@@ -92,7 +84,11 @@ async def test_progress_on_a_terminal(simulator: Simulator) -> None:
     """With stderr a terminal, the frame is drawn there; stdout still carries only events."""
     ids = simulator.create_jobs(6, processing_s=300.0)  # outlives a slow start-up
     run = await run_on_terminal(
-        "poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids), env=simulator_env(simulator)
+        "poll",
+        "--time-scale",
+        str(TIME_SCALE),
+        *ids_arg(ids),
+        env=simulator_env(simulator, TERM="xterm-256color"),
     )
     assert run.code == true_exit_code(simulator, ids), run.stderr
     for word in FRAME_WORDS:
@@ -115,7 +111,7 @@ async def test_progress_never_on_a_terminal(simulator: Simulator) -> None:
         "--heartbeat",
         "0",
         *ids_arg(ids),
-        env=simulator_env(simulator),
+        env=simulator_env(simulator, TERM="xterm-256color"),
     )
     assert run.code == true_exit_code(simulator, ids), run.stderr
     assert not any(word in run.stderr for word in FRAME_WORDS)

@@ -16,7 +16,15 @@ import trustme
 from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 
 from .conftest import QUICK_JOBS, TIME_SCALE, Poll
-from .helpers import clean_env, early_retries, ids_arg, run_cli, start_cli, true_exit_code
+from .helpers import (
+    clean_env,
+    early_retries,
+    ids_arg,
+    run_cli,
+    simulator_env,
+    start_cli,
+    true_exit_code,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -80,9 +88,7 @@ async def test_signals_write_a_summary_and_exit_promptly(
     """SIGTERM/SIGINT/SIGHUP stop the run: summary last with pending jobs, exit 143/130/129
     (128 + the signal's number), no traceback."""
     ids = simulator.create_jobs(6, processing_s=3600.0)
-    env = clean_env(
-        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
-    )
+    env = simulator_env(simulator)
     args = ("poll", "--time-scale", str(TIME_SCALE), *ids_arg(ids))
     process = await start_cli(*args, env=env, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
@@ -103,9 +109,7 @@ async def test_signals_write_a_summary_and_exit_promptly(
 async def test_a_closed_stdout_ends_the_run_quietly(simulator: Simulator) -> None:
     """`poll ... | head -1`: the run stops when the reader goes, with no traceback."""
     ids = simulator.create_jobs(5, processing_s=3600.0)
-    env = clean_env(
-        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
-    )
+    env = simulator_env(simulator)
     command = (
         f"{sys.executable} -m async_poller poll --time-scale {TIME_SCALE} "
         f"{' '.join(ids_arg(ids))} | head -1"

@@ -16,7 +16,7 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import Poll
-from .helpers import clean_env, ids_arg, run_cli, true_exit_code
+from .helpers import ids_arg, run_cli, simulator_env, true_exit_code
 
 pytestmark = pytest.mark.e2e
 
@@ -47,9 +47,7 @@ async def test_a_restart_after_kill_9_honours_the_window(simulator: Simulator) -
     restarted at once: the restart waits for what its predecessor spent, so no minute holds
     more than 45 requests (unshared, the restart bursts another 45)."""
     ids = simulator.create_jobs(30)
-    env = clean_env(
-        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
-    )
+    env = simulator_env(simulator)
     scale = str(simulator.config.time_scale)
     args = ["poll", "--time-scale", scale, "--burst", "45", *ids_arg(ids)]
     victim = await asyncio.create_subprocess_exec(

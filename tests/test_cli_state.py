@@ -24,7 +24,7 @@ from async_poller.redact import Secret
 from async_poller.simulator import Simulator, SimulatorConfig
 
 from .conftest import TIME_SCALE, Poll
-from .helpers import clean_env, ids_arg, run_cli, start_cli, true_exit_code
+from .helpers import clean_env, ids_arg, run_cli, simulator_env, start_cli, true_exit_code
 
 pytestmark = pytest.mark.e2e
 
@@ -246,9 +246,7 @@ async def test_kill_9_at_random_moments_loses_nothing(simulator: Simulator, tmp_
     state = tmp_path / "state.db"
     ids = simulator.create_jobs(40)
     truth = {job.id: job.final_status for job in simulator.truth()}
-    env = clean_env(
-        LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
-    )
+    env = simulator_env(simulator)
     args = ["poll", "--time-scale", str(TIME_SCALE), "--state", str(state), *ids_arg(ids)]
     rng = random.Random(4)
     results: dict[int, set[tuple[str, str]]] = {}

@@ -28,7 +28,7 @@ from async_poller.events import event_schema
 from async_poller.simulator import FaultPlan, Simulator, SimulatorConfig
 
 from .conftest import QUICK_JOBS, TIME_SCALE
-from .helpers import clean_env, ids_arg, run_cli, true_exit_code
+from .helpers import clean_env, ids_arg, run_cli, simulator_env, true_exit_code
 
 pytestmark = pytest.mark.e2e
 
@@ -406,9 +406,7 @@ async def _record(directory: Path) -> Recording:
             *simulator.create_jobs(2, processing_s=3600.0),
             UNKNOWN_ID,
         ]
-        env = clean_env(
-            LUCIDITY_BASE_URL=simulator.base_url, LUCIDITY_REFRESH_TOKEN=simulator.refresh_token
-        )
+        env = simulator_env(simulator)
         events = directory / "events.jsonl"
         ran = await run_cli(
             "poll",

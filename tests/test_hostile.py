@@ -48,6 +48,10 @@ def _forms(secret: str) -> list[str]:
     ]
 
 
+def _completes(job_id: int, token: str, poll: int) -> web.StreamResponse:
+    return job_json(job_id, "COMPLETED")
+
+
 async def test_tokens_echoed_by_the_server_never_reach_events_state_or_logs(
     tmp_path: Path,
 ) -> None:
@@ -88,7 +92,7 @@ async def test_a_token_with_control_characters_is_an_authentication_failure() ->
     """The refresh endpoint hands out `token\r\nX-Injected: 1`: exit 4 with one clear message,
     a summary, and no traceback (it was exit 3 with an internal error per job)."""
     async with HostileServer(
-        lambda job_id, token, poll: job_json(job_id, "COMPLETED"),
+        _completes,
         access_token="hostile-token\r\nX-Injected: 1",
     ) as server:
         run = await run_cli("poll", *FAST, *ids_arg([1, 2, 3]), env=server.env())
@@ -127,10 +131,6 @@ async def test_a_maintenance_window_served_as_200_is_ridden_out(
         assert all(polls > 5 for polls in server.polls.values()), server.polls
     assert 0 == run.code, run.stderr
     assert {"COMPLETED"} == {result["status"] for result in run.results.values()}
-
-
-def _completes(job_id: int, token: str, poll: int) -> web.StreamResponse:
-    return job_json(job_id, "COMPLETED")
 
 
 async def test_events_to_a_full_device_stop_the_run_with_a_clear_error() -> None:

@@ -24,7 +24,15 @@ import pytest
 
 from async_poller.simulator import Simulator
 
-from .helpers import CliRun, clean_env, ids_arg, run_cli, true_exit_code
+from .helpers import (
+    CliRun,
+    assert_true_results,
+    clean_env,
+    ids_arg,
+    run_cli,
+    true_exit_code,
+    true_statuses,
+)
 from .nginx import Nginx, NginxLimit, find_nginx, free_port, required, running_nginx
 
 REAL_TIME_JOBS: Final[dict[str, Any]] = {
@@ -76,10 +84,8 @@ async def poll_through(nginx: Nginx, simulator: Simulator, rate: str) -> CliRun:
 def assert_ground_truth(run: CliRun, simulator: Simulator, nginx: Nginx) -> None:
     """One result per job, each the simulator's true final status."""
     context = f"{nginx.refusals()}; counts {run.summary['counts']}"
-    expected = {job.id: job.final_status for job in simulator.truth()}
-    actual = {job_id: result["status"] for job_id, result in run.results.items()}
-    assert expected == actual, context
-    assert run.code == true_exit_code(simulator, list(expected)), context
+    assert_true_results(simulator, run.results, context=context)
+    assert run.code == true_exit_code(simulator, true_statuses(simulator)), context
 
 
 @pytest.mark.nginx

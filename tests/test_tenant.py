@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import os
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from async_poller.config import Credentials, Rate
 from async_poller.redact import Secret
 from async_poller.testing import VirtualClock
 
-RATE = Rate(6, 60.0)  # one request every 10 s
+from .tenant_checks import RATE, assert_paced_together, spend
 
 
 def sharer(
@@ -36,42 +35,12 @@ def sharer(
     return RateBudget(rate, clock, max_in_flight=8, pacer=pacer)
 
 
-async def spend(
-    budget: RateBudget,
-    clock: VirtualClock,
-    count: int,
-    name: str,
-    log: list[tuple[float, str]],
-    *,
-    latency: float = 0.5,
-) -> None:
-    """Send `count` requests through `budget`, as fast as it lets them go."""
-
-    async def one() -> None:
-        async with budget.slot():
-            log.append((clock.now(), name))
-            await clock.sleep(latency)
-
-    await asyncio.gather(*(one() for _ in range(count)))
-
-
 async def test_sharers_are_paced_together(tmp_path: Path) -> None:
     """Two processes of one tenant get one request out every 10 s between them, not each;
     each gets a fair share."""
     clock = VirtualClock()
     path = tmp_path / "budget.db"
-    first, second = sharer(path, clock), sharer(path, clock)
-    log: list[tuple[float, str]] = []
-    await asyncio.gather(
-        spend(first, clock, 12, "first", log), spend(second, clock, 12, "second", log)
-    )
-    starts = sorted(at for at, _ in log)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 10.0 - 1e-6
-    shares = Counter(name for at, name in log if at < starts[0] + 120)
-    assert min(shares.values()) >= 4, shares  # of 12 in the first two minutes
-    for budget in (first, second):
-        await budget.aclose()
+    await assert_paced_together(sharer(path, clock), sharer(path, clock), clock)
 
 
 async def test_a_restart_honours_what_its_predecessor_spent(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ wait for it holds the virtual clock (`VirtualClock.hold`) lest time jump past it
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import socket
 from collections import Counter
@@ -25,11 +24,10 @@ from async_poller.testing import VirtualClock
 
 from .nginx import free_port
 from .redis_server import RedisServer, redis_binary, running_redis
-from .test_tenant import spend
+from .tenant_checks import RATE, assert_paced_together, spend
 
 pytestmark = pytest.mark.e2e
 
-RATE = Rate(6, 60.0)  # one request every 10 s
 TENANT = "tenant"
 
 
@@ -94,17 +92,7 @@ async def test_sharers_are_paced_together(redis_store: RedisServer) -> None:
     each gets a fair share."""
     clock = VirtualClock()
     (first, _), (second, _) = sharer(redis_store.url(), clock), sharer(redis_store.url(), clock)
-    log: list[tuple[float, str]] = []
-    await asyncio.gather(
-        spend(first, clock, 12, "first", log), spend(second, clock, 12, "second", log)
-    )
-    starts = sorted(at for at, _ in log)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 10.0 - 1e-6
-    shares = Counter(name for at, name in log if at < starts[0] + 120)
-    assert min(shares.values()) >= 4, shares  # of 12 in the first two minutes
-    for budget in (first, second):
-        await budget.aclose()
+    await assert_paced_together(first, second, clock)
 
 
 async def test_a_restart_honours_what_its_predecessor_spent(redis_store: RedisServer) -> None:
