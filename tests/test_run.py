@@ -9,10 +9,12 @@ would see.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -409,6 +411,27 @@ async def test_ticks_report_progress_in_clock_time() -> None:
     assert finished == sorted(finished)
     assert all(s.total == 5 for s in snapshots)
     assert snapshots[-1].pending == 5 - finished[-1]
+
+
+async def test_a_late_start_delays_only_the_first_tick() -> None:
+    """Ticks keep to multiples of tick_s since the run started: a connect that takes 75 clock
+    seconds makes the first tick late (at 75), not every tick after it."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: lifecycle(1000.0) for n in range(1, 3)})
+    snapshots: list[Snapshot] = []
+    connect = wire_connect(api.answer)
+
+    @contextlib.asynccontextmanager
+    async def slow_connect(*args: Any) -> AsyncIterator[Any]:
+        await clock.sleep(75.0)
+        async with connect(*args) as client:
+            yield client
+
+    job_ids = JobIds(ids=[1, 2], invalid=[], duplicates=0)
+    events = stream_events(job_ids, config(), clock, slow_connect, ticks=(snapshots.append, 60.0))
+    async for _ in events:
+        pass
+    assert [round(s.elapsed_s) for s in snapshots[:4]] == [75, 120, 180, 240]
 
 
 async def test_no_job_waits_beyond_a_bounded_multiple_of_its_fair_share() -> None:

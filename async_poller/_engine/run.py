@@ -203,8 +203,12 @@ class Run:
         self._end.settle()
 
     async def _tick(self, client: StatusChecker, listener: TickListener, every: float) -> None:
+        """Call `listener` at each multiple of `every` since the run started: a late tick
+        (a slow start, a busy loop) delays only itself, never the ones after it."""
+        due = every
         while True:
-            await self.clock.sleep(every)
+            await self.clock.sleep(due - self.ledger.elapsed())
+            due = max(due, self.ledger.elapsed() // every * every) + every
             try:
                 listener(self.snapshot(client))
             except Exception:  # a broken display must not silently stop reporting
