@@ -7,9 +7,11 @@ file are processes of one tenant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,33 @@ async def test_an_unusable_store_means_a_warning_and_half_the_rate(tmp_path: Pat
     [failure] = failures
     assert "going on alone at 3/min" in failure
     await budget.aclose()
+
+
+async def test_a_store_lost_mid_run_keeps_its_pause_and_goes_on_alone(tmp_path: Path) -> None:
+    """A sharer that has read a pause from the file, and then cannot use the file (here its
+    tables are dropped), goes on alone with one failure report and still holds the pause."""
+    clock = VirtualClock()
+    path = tmp_path / "budget.db"
+    told = sharer(path, clock)
+    await spend(told, clock, 1, "told", [])
+    told.throttle(100.0, sent_at=clock.now())
+    failures: list[str] = []
+    other = SqlitePacer(
+        path, "tenant", RATE, clock, timeline=clock.wall, max_request_s=30.0,
+        on_failure=failures.append, rng=random.Random(1),
+    )  # fmt: skip
+    assert (await other.try_pass() or 0.0) >= 100.0 - clock.now()
+    with contextlib.closing(sqlite3.connect(path)) as vandal:
+        vandal.executescript("DROP TABLE pace; DROP TABLE flight; DROP TABLE sharer;")
+    await clock.sleep(10.0)
+    wait = await other.try_pass()
+    [failure] = failures
+    assert "going on alone at 3/min" in failure
+    assert wait is not None, "the pause was dropped"
+    assert wait >= 100.0 - clock.now() - 1e-6
+    assert other.paused_for() >= 100.0 - clock.now() - 1e-6
+    for pacer in (told, other):
+        await pacer.aclose()
 
 
 def test_the_tenant_is_the_host_and_the_credential_never_the_credential_itself() -> None:

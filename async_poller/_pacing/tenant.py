@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from ..clock import Clock, shared_timeline
 from ..config import Config, Credentials, Rate, is_redis_url
+from ..redact import redact
 from .pacer import LocalPacer, Pacer, PaceState
 
 __all__ = [
@@ -111,13 +112,16 @@ class SharedPacer:
         interval = 1 / self._state.pace.at(now)
         return wait + self._rng.uniform(0, FAIRNESS_JITTER * interval)
 
-    def _go_alone(self, store: str, error: BaseException) -> tuple[LocalPacer, str]:
+    def _go_alone(self, store: str, error: BaseException) -> str:
         """Go on with a pacer of its own, at a share of the rate that leaves room for the
-        sharers seen (half, or less); that pacer, and the reason to tell."""
+        sharers seen (half, or less), still holding any pause known here; the reason to tell."""
         share = 1 / max(2, self._sharers)
         alone = Rate(self._rate.limit * share, self._rate.period)
         self._alone = LocalPacer(alone, self._clock, burst=1)
-        return self._alone, (
+        pause = self._state.paused_until - self._timeline()
+        if pause > 0:
+            self._alone.throttle(pause, sent_ago=0.0)
+        return redact(
             f"the shared budget store {store} cannot be used ({error}); "
             f"going on alone at {alone}, {share:.0%} of {self._rate}"
         )

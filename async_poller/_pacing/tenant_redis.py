@@ -218,14 +218,10 @@ class RedisPacer(SharedPacer):
         return None if at == "" else float(str(at))
 
     def _fail(self, error: BaseException) -> None:
-        """Go on alone, at a share of the rate that leaves room for the sharers seen, still
-        holding any pause known here."""
-        alone, reason = self._go_alone(self._store, error)
-        pause = self._state.paused_until - self._timeline()
-        if pause > 0:
-            alone.throttle(pause, sent_ago=0.0)
+        """Go on alone (`SharedPacer._go_alone`), and say so."""
+        reason = self._go_alone(self._store, error)
         self._throttles.clear()
-        self._on_failure(redact(reason))
+        self._on_failure(reason)
 
     def __repr__(self) -> str:
         where = "alone" if self._alone is not None else self._store

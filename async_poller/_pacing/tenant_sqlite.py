@@ -268,8 +268,8 @@ class SqlitePacer(SharedPacer):
         db.execute("COMMIT")
 
     def _fail(self, error: BaseException) -> None:
-        """Go on alone, at a share of the rate that leaves room for the sharers seen."""
-        _, reason = self._go_alone(str(self._path), error)
+        """Go on alone (`SharedPacer._go_alone`), and say so."""
+        reason = self._go_alone(str(self._path), error)
         if self._db is not None:
             self._db.close()
             self._db = None
