@@ -4,19 +4,16 @@
         ...
 
 Everything public is here, listed in `__all__`; the subpackages whose names start with an
-underscore are the implementation. `poll_jobs` and `configure_logging` are imported on
-first use, so that `import async_poller` (and the CLI's `--help`) loads neither aiohttp nor
-structlog.
+underscore are the implementation. `poll_jobs`, `configure_logging`, the clocks and the
+run controls (`Interrupt`, `Snapshot`, `TickListener`) are imported on first use, so that
+`import async_poller` (and the CLI's `--help`) loads neither aiohttp, structlog nor asyncio.
 """
 
 from __future__ import annotations
 
-import importlib.metadata as _metadata
 import typing as _typing
 import warnings as _warnings
 
-from ._engine.control import Interrupt, Snapshot, TickListener
-from .clock import Clock, SystemClock
 from .config import Config, Credentials, Rate, parse_duration, parse_rate
 from .errors import (
     AsyncPollerError,
@@ -45,7 +42,9 @@ from .outcome import ExitCode, FinalStatus
 from .redact import Secret
 
 if _typing.TYPE_CHECKING:
+    from ._engine.control import Interrupt, Snapshot, TickListener
     from ._engine.poll import poll_jobs
+    from .clock import Clock, SystemClock
     from .logs import configure_logging
 
 __all__ = [
@@ -88,9 +87,17 @@ __all__ = [
     "read_ids",
 ]
 
-__version__ = _metadata.version("async-poller")
+__version__ = "0.1.0"
 
-_LAZY = {"configure_logging": "logs", "poll_jobs": "_engine.poll"}
+_LAZY = {
+    "Clock": "clock",
+    "Interrupt": "_engine.control",
+    "Snapshot": "_engine.control",
+    "SystemClock": "clock",
+    "TickListener": "_engine.control",
+    "configure_logging": "logs",
+    "poll_jobs": "_engine.poll",
+}
 """Names imported on first use, and the module of each."""
 _RENAMED = {"PollerError": "AsyncPollerError"}
 

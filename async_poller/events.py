@@ -13,7 +13,6 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from importlib import resources
 from typing import IO, Any, ClassVar, Final
 
 import orjson
@@ -172,6 +171,8 @@ def event_id(job_id: int, status: str) -> str:
 
 def event_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) that every emitted line satisfies."""
+    from importlib import resources  # only here: it costs every start-up 10 ms
+
     text = resources.files(__package__).joinpath("event_schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

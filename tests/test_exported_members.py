@@ -31,7 +31,7 @@ def public_members() -> list[str]:
 
 def test_all_is_sorted_and_complete() -> None:
     """`__all__` is sorted and names every public member, the lazily loaded ones too."""
-    expected = sorted({*public_members(), "configure_logging", "poll_jobs"})
+    expected = sorted({*public_members(), *async_poller._LAZY})
     assert expected == async_poller.__all__
 
 
@@ -73,10 +73,12 @@ def test_documented_names_are_exported() -> None:
         assert names <= set(async_poller.__all__), f"{where}: {names - set(async_poller.__all__)}"
 
 
-def test_import_does_not_load_aiohttp() -> None:
-    """`import async_poller` stays light; `poll_jobs` loads the HTTP stack when first used."""
+def test_import_does_not_load_aiohttp_or_asyncio() -> None:
+    """`import async_poller` stays light (it starts every `--version` and `--help`);
+    `poll_jobs` loads the HTTP stack when first used."""
     code = (
-        "import sys, async_poller; assert 'aiohttp' not in sys.modules; "
+        "import sys, async_poller; heavy = {'aiohttp', 'asyncio', 'importlib.metadata'}; "
+        "assert not heavy & set(sys.modules), heavy & set(sys.modules); "
         "async_poller.poll_jobs; assert 'aiohttp' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

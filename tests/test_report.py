@@ -12,7 +12,7 @@ import pytest
 
 from async_poller._state.store import StateError, StateStore
 from async_poller.cli.app import build_parser, subcommands
-from async_poller.cli.report import run_report
+from async_poller.cli.report_run import run_report
 from async_poller.events import event_id
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z

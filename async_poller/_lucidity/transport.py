@@ -15,11 +15,11 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any, Final
 
 import aiohttp
 
+from .. import __version__
 from .._pacing.budget import RateBudget
 from ..clock import Clock
 from ..config import Rate
@@ -228,7 +228,7 @@ def open_session(concurrency: int, ca_bundle: str | None) -> aiohttp.ClientSessi
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
     session = aiohttp.ClientSession(
         connector=connector,
-        headers={"User-Agent": f"async-poller/{version('async-poller')}"},
+        headers={"User-Agent": f"async-poller/{__version__}"},
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),
     )

@@ -13,8 +13,8 @@ import resource
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from importlib.metadata import version
 
+from .. import __version__
 from ..errors import AsyncPollerError
 from ..outcome import ExitCode, exit_code_of
 from . import demo, poll, report, simulate
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {version('async-poller')}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for command in (poll, report, simulate, demo):
         command.add_parser(commands)

@@ -6,7 +6,6 @@ The flags are here; the demo itself is in `demo_run`, imported when it runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from .options import (
@@ -62,6 +61,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .demo_run import run_demo
 
     setup_logging(args)
