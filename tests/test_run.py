@@ -9,6 +9,7 @@ would see.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import math
@@ -23,6 +24,7 @@ from async_poller._engine.poll import stream_events
 from async_poller._lucidity.auth import REFRESH_PATH
 from async_poller._lucidity.client import STATUS_PATH
 from async_poller._lucidity.transport import RawResponse
+from async_poller._pacing.budget import RateBudget
 from async_poller.config import Config, Credentials, Rate, parse_rate
 from async_poller.events import (
     Event,
@@ -603,6 +605,25 @@ async def test_a_503_without_retry_after_slows_the_rate_but_pauses_nobody() -> N
     assert throttled.retry_after_s == 0
     assert parse_rate(throttled.rate).per_second < Rate(120, 60.0).per_second
     assert {job: r.status for job, r in results(events).items()} == dict.fromkeys(ids, "COMPLETED")
+
+
+async def test_a_replay_after_401_goes_before_jobs_queued_ahead_of_it() -> None:
+    """A poll answered 401 is replayed with the renewed token in the first slot after the
+    renewal, ahead of jobs queued with better priorities: it already waited its turn once,
+    and a token that has to wait may age. (One slot every 2 s; token-1 is revoked at 0.5.)"""
+    clock = VirtualClock()
+    api = FakeApi(clock, {n: lifecycle(1000.0) for n in range(1, 11)}, latency=3.0)
+    api.revoked_before = 0.5
+    budget = RateBudget(Rate(10, 20.0), clock)
+    async with wire_connect(api.answer)(config(), clock, budget, lambda *_: None) as client:
+        first = asyncio.create_task(client.check(1, priority=10.0))
+        await clock.sleep(2.1)  # job 1 is under way with token-1; the others queue
+        queued = [asyncio.create_task(client.check(n, priority=n - 10.0)) for n in range(2, 11)]
+        await asyncio.gather(first, *queued)
+    [renewal] = api.refreshes[1:]
+    after = [(r.job_id, r.token) for r in api.sent if r.job_id and r.at > renewal.at]
+    assert (1, "token-2") == after[0], f"the replay queued behind the others: {after}"
+    await budget.aclose()
 
 
 async def test_a_401_mid_run_renews_the_token_once_and_replays_the_polls() -> None:
