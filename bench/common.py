@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import math
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,9 +137,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 
 def python_env(**extra: str) -> dict[str, str]:
-    """This process's environment without Lucidity settings, plus `extra`."""
+    """This process's environment without Lucidity settings, with a scratch state home
+    (`scratch_state_home`), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUCIDITY_")}
-    return env | extra
+    return env | {"XDG_STATE_HOME": scratch_state_home()} | extra
+
+
+@functools.cache
+def scratch_state_home() -> str:
+    """The XDG_STATE_HOME of every process the benchmarks start, removed at exit: their
+    tenant-wide budget (`--budget-store auto`) must neither read nor write the user's."""
+    path = tempfile.mkdtemp(prefix="async-poller-bench-state-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 class LoopMonitor:
