@@ -15,7 +15,7 @@ import pytest
 from async_poller.simulator import Simulator
 
 from .conftest import Poll
-from .helpers import CliRun, clean_env, ids_arg, run_cli, true_exit_code
+from .helpers import CliRun, clean_env, ids_arg, run_cli, simulator_env, true_exit_code
 from .nginx import free_port
 from .redis_server import RedisServer
 
@@ -49,6 +49,26 @@ async def test_concurrent_runs_share_the_budget_through_redis(
     assert min(spent) >= 0.5 * max(spent), spent
     with redis_store.client(db=3) as client:
         assert 3 == len(client.keys("async-poller:budget:*"))
+
+
+async def test_the_store_may_come_from_the_environment_where_ps_cannot_show_it(
+    simulator: Simulator, poll: Poll, redis_store: RedisServer
+) -> None:
+    """ASYNC_POLLER_BUDGET_STORE names the store when --budget-store does not, so that its
+    password stays off the command line (which ps shows every user); the flag wins."""
+    ids = simulator.create_jobs(3)
+    env = simulator_env(simulator, ASYNC_POLLER_BUDGET_STORE=redis_store.url(5))
+    run = await poll(*ids_arg(ids), env=env)
+    assert run.code == true_exit_code(simulator, ids), run.stderr[-2000:]
+    assert [] == run.of("warning")
+    assert_no_password(run, redis_store.password)
+    with redis_store.client(db=5) as client:
+        assert client.keys("async-poller:budget:*"), "the run did not use the store"
+        client.flushdb()
+    again = await poll("--budget-store", "none", *ids_arg(ids), env=env)
+    assert again.code == true_exit_code(simulator, ids), again.stderr[-2000:]
+    with redis_store.client(db=5) as client:
+        assert [] == client.keys("async-poller:budget:*"), "the flag did not win"
 
 
 @pytest.mark.simulator(**LONG_JOBS)

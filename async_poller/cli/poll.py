@@ -37,6 +37,8 @@ credentials (one of, first found wins):
   --token-command CMD, --refresh-token-file PATH,
   LUCIDITY_REFRESH_TOKEN, LUCIDITY_ACCESS_TOKEN (environment)
 
+environment: LUCIDITY_BASE_URL (--base-url), ASYNC_POLLER_BUDGET_STORE (--budget-store)
+
 exit codes:
   0 all COMPLETED   1 some FAILED or CANCELLED   2 usage or input error
   3 incomplete (deadline, --once, NOT_FOUND, UNKNOWN, ERROR)
@@ -168,14 +170,14 @@ def _add_pacing(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--budget-store",
-        default="auto",
         metavar="STORE",
         help="where every async-poller process of the same tenant (base URL and credential) "
         "shares the budget: a SQLite file's PATH on this machine, or a Redis server's URL, "
         "redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS), for pollers on several "
         "machines (pip install 'async-poller[redis]'; their clocks NTP-synced); auto = "
         "$XDG_STATE_HOME/async-poller/budget.db (~/.local/state/...); none = this process's "
-        "own budget (default: auto)",
+        "own budget (default: $ASYNC_POLLER_BUDGET_STORE, else auto; a URL with a password "
+        "belongs in that variable, as ps shows every command line to every user)",
     )
     group.add_argument(
         "--thrifty",

@@ -62,7 +62,9 @@ def run_poll(args: argparse.Namespace) -> int:
         return asyncio.run(_stream(job_ids, config, stream, clock, args))
 
 
-def _budget_store(given: str) -> str | None:
+def _budget_store(flag: str | None) -> str | None:
+    """The store `--budget-store` names, else `ASYNC_POLLER_BUDGET_STORE`, else `auto`."""
+    given = flag or os.environ.get("ASYNC_POLLER_BUDGET_STORE", "").strip() or "auto"
     if given == "none":
         return None
     if given == "auto":
