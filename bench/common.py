@@ -137,15 +137,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 
 def python_env(**extra: str) -> dict[str, str]:
-    """This process's environment without Lucidity settings, with a scratch state home
-    (`scratch_state_home`), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LUCIDITY_")}
+    """This process's environment without Lucidity settings or a budget store of the
+    user's, with a scratch state home (`scratch_state_home`), plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LUCIDITY_") and k != "ASYNC_POLLER_BUDGET_STORE"
+    }
     return env | {"XDG_STATE_HOME": scratch_state_home()} | extra
 
 
 @functools.cache
 def scratch_state_home() -> str:
-    """The XDG_STATE_HOME of every process the benchmarks start, removed at exit: their
+    """The XDG_STATE_HOME of the benchmarks' pollers and simulators, removed at exit: their
     tenant-wide budget (`--budget-store auto`) must neither read nor write the user's."""
     path = tempfile.mkdtemp(prefix="async-poller-bench-state-")
     atexit.register(shutil.rmtree, path, ignore_errors=True)

@@ -62,9 +62,10 @@ class CliRun:
         return events[-1]
 
 
-UNSET: Final = frozenset({"PYTHONUNBUFFERED"})
+UNSET: Final = frozenset({"PYTHONUNBUFFERED", "ASYNC_POLLER_BUDGET_STORE"})
 """Variables no CLI under test inherits: cron, systemd and CI do not set PYTHONUNBUFFERED,
-so a test must not hide output that only a flush at exit would write."""
+so a test must not hide output that only a flush at exit would write; and a budget store
+of the developer's own must not be the tests'."""
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 from async_poller._engine.control import Snapshot
-from async_poller._engine.poll import stream_events
+from async_poller._engine.poll import poll_jobs, stream_events
 from async_poller._lucidity.auth import REFRESH_PATH
 from async_poller._lucidity.client import STATUS_PATH
 from async_poller._lucidity.transport import RawResponse
 from async_poller._pacing.budget import RateBudget
 from async_poller.config import Config, Credentials, Rate, parse_rate
+from async_poller.errors import ConfigError
 from async_poller.events import (
     Event,
     PollError,
@@ -434,6 +435,39 @@ async def test_a_late_start_delays_only_the_first_tick() -> None:
     async for _ in events:
         pass
     assert [round(s.elapsed_s) for s in snapshots[:4]] == [75, 120, 180, 240]
+
+
+@pytest.mark.parametrize(("late", "every"), [(0.5, 0.1), (3.3, 0.3), (0.7, 0.1)])
+async def test_a_late_tick_on_a_multiple_is_not_told_twice(late: float, every: float) -> None:
+    """A first tick late by whole intervals, landing on a multiple that floats cannot hold
+    exactly (0.7 / 0.1 is 6.999...), is followed by the next multiple, not by itself."""
+    clock = VirtualClock()
+    api = FakeApi(clock, {1: lifecycle(5.0)})
+    snapshots: list[Snapshot] = []
+    connect = wire_connect(api.answer)
+
+    @contextlib.asynccontextmanager
+    async def slow_connect(*args: Any) -> AsyncIterator[Any]:
+        await clock.sleep(late)
+        async with connect(*args) as client:
+            yield client
+
+    job_ids = JobIds(ids=[1], invalid=[], duplicates=0)
+    events = stream_events(job_ids, config(), clock, slow_connect, ticks=(snapshots.append, every))
+    async for _ in events:
+        pass
+    ticks = [s.elapsed_s for s in snapshots]
+    assert ticks[0] == pytest.approx(late)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert min(gaps) >= every - 0.002, ticks[:5]  # elapsed_s is rounded to the millisecond
+
+
+@pytest.mark.parametrize("tick_s", [0.0, -1.0, math.nan, math.inf])
+async def test_ticks_need_a_positive_interval(tick_s: float) -> None:
+    """poll_jobs(on_tick=..., tick_s=0) is a ConfigError, not ticks that silently stop."""
+    events = poll_jobs([1], config(), clock=VirtualClock(), on_tick=print, tick_s=tick_s)
+    with pytest.raises(ConfigError, match="tick_s"):
+        await anext(events)
 
 
 async def test_no_job_waits_beyond_a_bounded_multiple_of_its_fair_share() -> None:

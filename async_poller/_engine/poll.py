@@ -9,13 +9,14 @@ asks for the next event. The work itself happens in `run.Run`; this module only 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncGenerator, Iterable
 
 from .._lucidity.client import connect
 from .._state.store import StateStore
 from ..clock import Clock, SystemClock
 from ..config import Config
-from ..errors import AsyncPollerError
+from ..errors import AsyncPollerError, ConfigError
 from ..events import Event, Result
 from ..ids import MAX_ID, JobIds
 from .control import Interrupt, TickListener
@@ -40,8 +41,10 @@ async def poll_jobs(
     `throttled` as they happen, and `summary` last. Leaving the loop early cancels the run
     cleanly. Raises `StateLocked` or `StateError` before `start` when `config.state_file`
     cannot be used. `interrupt` stops the run from outside; `on_tick` gets a `Snapshot`
-    every `tick_s` clock seconds.
+    every `tick_s` clock seconds (`ConfigError` unless positive).
     """
+    if on_tick is not None and not (math.isfinite(tick_s) and tick_s > 0):
+        raise ConfigError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
     job_ids = ids if isinstance(ids, JobIds) else _distinct(ids)
     ticks = (on_tick, tick_s) if on_tick is not None else None
     events = stream_events(

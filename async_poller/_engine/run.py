@@ -204,11 +204,14 @@ class Run:
 
     async def _tick(self, client: StatusChecker, listener: TickListener, every: float) -> None:
         """Call `listener` at each multiple of `every` since the run started: a late tick
-        (a slow start, a busy loop) delays only itself, never the ones after it."""
-        due = every
+        (a slow start, a busy loop) delays only itself, never the ones after it, and one
+        late by whole intervals skips them."""
+        count = 0
         while True:
-            await self.clock.sleep(due - self.ledger.elapsed())
-            due = max(due, self.ledger.elapsed() // every * every) + every
+            count += 1
+            await self.clock.sleep(count * every - self.ledger.elapsed())
+            # The multiples already passed (the epsilon: 0.7 / 0.1 is 6.999...).
+            count = max(count, math.floor(self.ledger.elapsed() / every + 1e-6))
             try:
                 listener(self.snapshot(client))
             except Exception:  # a broken display must not silently stop reporting
