@@ -399,16 +399,34 @@ async def test_first_polls_follow_input_order_at_the_budgets_pace() -> None:
     assert max(firsts) - min(firsts) < 5.1
 
 
+async def ticks_of(
+    api: FakeApi, ids: list[int], every: float, *, connect_s: float = 0.0
+) -> list[Snapshot]:
+    """The snapshots a run of `ids` gives its tick listener every `every` clock seconds,
+    with a connect that takes `connect_s` (a slow start)."""
+    connect = wire_connect(api.answer)
+
+    @contextlib.asynccontextmanager
+    async def slow_connect(*args: Any) -> AsyncIterator[Any]:
+        await api.clock.sleep(connect_s)
+        async with connect(*args) as client:
+            yield client
+
+    snapshots: list[Snapshot] = []
+    job_ids = JobIds(ids=ids, invalid=[], duplicates=0)
+    events = stream_events(
+        job_ids, config(), api.clock, slow_connect, ticks=(snapshots.append, every)
+    )
+    async for _ in events:
+        pass
+    return snapshots
+
+
 async def test_ticks_report_progress_in_clock_time() -> None:
     """on_tick gets a snapshot every tick_s clock seconds with counts that only grow."""
     clock = VirtualClock()
     api = FakeApi(clock, {n: lifecycle(100.0 * n) for n in range(1, 6)})
-    snapshots: list[Snapshot] = []
-    job_ids = JobIds(ids=list(range(1, 6)), invalid=[], duplicates=0)
-    connect = wire_connect(api.answer)
-    events = stream_events(job_ids, config(), clock, connect, ticks=(snapshots.append, 60.0))
-    async for _ in events:
-        pass
+    snapshots = await ticks_of(api, list(range(1, 6)), 60.0)
     assert [round(s.elapsed_s) for s in snapshots[:3]] == [60, 120, 180]
     finished = [sum(s.counts.values()) for s in snapshots]
     assert finished == sorted(finished)
@@ -421,19 +439,7 @@ async def test_a_late_start_delays_only_the_first_tick() -> None:
     seconds makes the first tick late (at 75), not every tick after it."""
     clock = VirtualClock()
     api = FakeApi(clock, {n: lifecycle(1000.0) for n in range(1, 3)})
-    snapshots: list[Snapshot] = []
-    connect = wire_connect(api.answer)
-
-    @contextlib.asynccontextmanager
-    async def slow_connect(*args: Any) -> AsyncIterator[Any]:
-        await clock.sleep(75.0)
-        async with connect(*args) as client:
-            yield client
-
-    job_ids = JobIds(ids=[1, 2], invalid=[], duplicates=0)
-    events = stream_events(job_ids, config(), clock, slow_connect, ticks=(snapshots.append, 60.0))
-    async for _ in events:
-        pass
+    snapshots = await ticks_of(api, [1, 2], 60.0, connect_s=75.0)
     assert [round(s.elapsed_s) for s in snapshots[:4]] == [75, 120, 180, 240]
 
 
@@ -443,20 +449,7 @@ async def test_a_late_tick_on_a_multiple_is_not_told_twice(late: float, every: f
     exactly (0.7 / 0.1 is 6.999...), is followed by the next multiple, not by itself."""
     clock = VirtualClock()
     api = FakeApi(clock, {1: lifecycle(5.0)})
-    snapshots: list[Snapshot] = []
-    connect = wire_connect(api.answer)
-
-    @contextlib.asynccontextmanager
-    async def slow_connect(*args: Any) -> AsyncIterator[Any]:
-        await clock.sleep(late)
-        async with connect(*args) as client:
-            yield client
-
-    job_ids = JobIds(ids=[1], invalid=[], duplicates=0)
-    events = stream_events(job_ids, config(), clock, slow_connect, ticks=(snapshots.append, every))
-    async for _ in events:
-        pass
-    ticks = [s.elapsed_s for s in snapshots]
+    ticks = [s.elapsed_s for s in await ticks_of(api, [1], every, connect_s=late)]
     assert ticks[0] == pytest.approx(late)
     gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
     assert min(gaps) >= every - 0.002, ticks[:5]  # elapsed_s is rounded to the millisecond

@@ -26,14 +26,21 @@ from async_poller.testing import VirtualClock
 from .tenant_checks import RATE, assert_paced_together, spend
 
 
+def shared_pacer(
+    path: Path, clock: VirtualClock, *, rate: Rate = RATE, failures: list[str] | None = None
+) -> SqlitePacer:
+    """One process's pacer over the shared file."""
+    return SqlitePacer(
+        path, "tenant", rate, clock, timeline=clock.wall, max_request_s=30.0,
+        on_failure=(failures if failures is not None else []).append, rng=random.Random(1),
+    )  # fmt: skip
+
+
 def sharer(
     path: Path, clock: VirtualClock, *, rate: Rate = RATE, failures: list[str] | None = None
 ) -> RateBudget:
     """One process's budget over the shared file."""
-    pacer = SqlitePacer(
-        path, "tenant", rate, clock, timeline=clock.wall, max_request_s=30.0,
-        on_failure=(failures if failures is not None else []).append, rng=random.Random(1),
-    )  # fmt: skip
+    pacer = shared_pacer(path, clock, rate=rate, failures=failures)
     return RateBudget(rate, clock, max_in_flight=8, pacer=pacer)
 
 
@@ -121,10 +128,7 @@ async def test_a_store_lost_mid_run_keeps_its_pause_and_goes_on_alone(tmp_path: 
     await spend(told, clock, 1, "told", [])
     told.throttle(100.0, sent_at=clock.now())
     failures: list[str] = []
-    other = SqlitePacer(
-        path, "tenant", RATE, clock, timeline=clock.wall, max_request_s=30.0,
-        on_failure=failures.append, rng=random.Random(1),
-    )  # fmt: skip
+    other = shared_pacer(path, clock, failures=failures)
     assert (await other.try_pass() or 0.0) >= 100.0 - clock.now()
     with contextlib.closing(sqlite3.connect(path)) as vandal:
         vandal.executescript("DROP TABLE pace; DROP TABLE flight; DROP TABLE sharer;")
