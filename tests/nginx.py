@@ -96,6 +96,18 @@ class Nginx:
                 logged.append(Logged(float(at), int(status), upstream != "-", path))
         return logged
 
+    async def logged(self, count: int) -> list[Logged]:
+        """The API requests in the access log once it holds `count` of them (or after 5 s).
+
+        nginx writes a request's line after it has sent the response, so a client that has
+        just read its answer may look before the line is there.
+        """
+        for _ in range(500):
+            if len(logged := self.requests()) >= count:
+                return logged
+            await asyncio.sleep(0.01)
+        return self.requests()
+
     def refused(self) -> list[Logged]:
         """The requests nginx's limiter refused."""
         return [r for r in self.requests() if not r.proxied and r.status == self.limit.status]

@@ -109,9 +109,10 @@ async def test_nginx_refuses_a_burst_and_admits_evenly_spaced_requests(
             await asyncio.sleep(max(0.0, sent_at + 0.125 - loop.time()))
             sent_at = loop.time()
             await send()
-        spaced = len(nginx.requests()), len(nginx.refused())
+        spaced = len(await nginx.logged(24)), len(nginx.refused())
         await asyncio.sleep(0.2)
         statuses = await asyncio.gather(*(send() for _ in range(8)))
+    await nginx.logged(24 + 8)
 
     assert 24 == spaced[0]
     assert spaced[1] <= 1, f"{spaced[1]} of 24 evenly spaced requests refused"
