@@ -227,22 +227,27 @@ async def test_metrics_file_is_written_and_parses(
 
 
 async def _run_and_kill(
-    args: list[str], env: dict[str, str], kill_after: float
+    args: list[str], env: dict[str, str], kill_after: float, *, from_start: bool
 ) -> tuple[bytes, int]:
+    """Run the CLI and SIGKILL it `kill_after` seconds after it started, or, `from_start`,
+    after its `start` line: on a loaded machine a slow start-up would otherwise use up
+    every round before the first poll."""
     process = await start_cli(*args, env=env)
     assert process.stdout is not None
+    first = await asyncio.wait_for(process.stdout.readline(), 30) if from_start else b""
     reading = asyncio.create_task(process.stdout.read())
     done, _ = await asyncio.wait({reading}, timeout=kill_after)
     if not done:
         process.send_signal(signal.SIGKILL)
-    stdout = await reading  # EOF comes once the process is gone
+    stdout = first + await reading  # EOF comes once the process is gone
     return stdout, await process.wait()
 
 
 @pytest.mark.simulator(processing_s=120.0, spread=0.8)
 async def test_kill_9_at_random_moments_loses_nothing(simulator: Simulator, tmp_path: Path) -> None:
-    """Across many runs killed with SIGKILL at random moments, every job ends with its true
-    status, never two different ones, and a job final in the store is never polled again."""
+    """Across many runs killed with SIGKILL at random moments (one in five while starting up,
+    the rest while polling), every job ends with its true status, never two different ones,
+    and a job final in the store is never polled again."""
     state = tmp_path / "state.db"
     ids = simulator.create_jobs(40)
     truth = {job.id: job.final_status for job in simulator.truth()}
@@ -255,7 +260,13 @@ async def test_kill_9_at_random_moments_loses_nothing(simulator: Simulator, tmp_
         rounds += 1
         final_before = _final_jobs(state)
         boundary = simulator.clock.now()
-        stdout, code = await _run_and_kill(args, env, kill_after=rng.uniform(0.05, 1.2))
+        during_start_up = rng.random() < 0.2
+        stdout, code = await _run_and_kill(
+            args,
+            env,
+            kill_after=rng.uniform(0.0, 0.5) if during_start_up else rng.uniform(0.05, 1.2),
+            from_start=not during_start_up,
+        )
         complete = stdout[: stdout.rfind(b"\n") + 1]  # a kill may cut the last line short
         lines: list[dict[str, Any]] = [orjson.loads(line) for line in complete.splitlines()]
         for event in lines:
