@@ -104,9 +104,9 @@ class Nginx:
         """
         for _ in range(500):
             if len(logged := self.requests()) >= count:
-                return logged
+                break
             await asyncio.sleep(0.01)
-        return self.requests()
+        return logged
 
     def refused(self) -> list[Logged]:
         """The requests nginx's limiter refused."""
